@@ -1,0 +1,3 @@
+from hpc_ilastik.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""The command line: ilastik's headless interface (`--headless ...`) plus `train` and `demo`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+from hpc_ilastik import __version__
+from hpc_ilastik.errors import UserError
+
+log = logging.getLogger("hpc_ilastik")
+
+OUTPUT_FORMAT_HELP = (
+    "file format (default: the project's stored setting, else 'compressed hdf5'): hdf5, compressed hdf5, "
+    "n5, compressed n5, zarr, single-scale OME-Zarr, multi-scale OME-Zarr, numpy, tif/tiff, multipage tiff, "
+    "png, jpg, jpeg, bmp, gif, pnm, pgm, ppm, pbm, ras, hdr, '<2D format> sequence', multipage tiff sequence"
+)
+
+DESCRIPTION = """\
+Run a trained ilastik project headless: a drop-in for `ilastik --headless`.
+
+  hpc-ilastik --headless --project=P.ilp [options] image1.png image2.h5/data ...
+  mpiexec -n N hpc-ilastik --headless --distributed --project=P.ilp --output_format=n5 big.h5/data
+  hpc-ilastik train --raw IMAGE --labels LABELS --output P.ilp
+  hpc-ilastik demo [--distributed]
+
+Options are spelled as ilastik spells them (export options with underscores). Unlike ilastik, an
+unknown or misspelled option is an error (ilastik only warns and may then take its value for an
+input file), and every mistake is reported as one line without a traceback (--debug shows it).
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UserError instead of exiting, and names the right spelling of an option."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see hpc-ilastik --help)")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            raise UserError(self._explain_unknown(unknown[0]))
+        return parsed
+
+    def _explain_unknown(self, token: str) -> str:
+        option = token.split("=", 1)[0]
+        if not option.startswith("-"):
+            return f"unexpected argument {token!r} (see hpc-ilastik --help)"
+        known = {s for action in self._actions for s in action.option_strings}
+        for candidate in (option.replace("-", "_").replace("__", "--", 1), "--" + option.lstrip("-").replace("-", "_")):
+            if candidate in known:
+                return f"unknown option {option}: ilastik spells it {candidate}"
+        dashed = "--" + option.lstrip("-").replace("_", "-")
+        if dashed in known:
+            return f"unknown option {option}: ilastik spells it {dashed}"
+        return f"unknown option {option} (see hpc-ilastik --help for the options)"
+
+
+def _both(name: str) -> list[str]:
+    """ilastik's role and data-selection options exist with underscores and with dashes."""
+    return [f"--{name}", f"--{name.replace('_', '-')}"]
+
+
+def headless_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="hpc-ilastik", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"hpc-ilastik {__version__}")
+    g = p.add_argument_group("general")
+    g.add_argument("--headless", action="store_true", help="run without GUI (required: hpc-ilastik has no GUI)")
+    g.add_argument("--project", help="the trained ilastik project (.ilp); opened read-only, never locked or modified")
+    g.add_argument("--readonly", nargs="?", const="true", default=None,
+                   help="accepted for compatibility; the project is always opened read-only")
+    g.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    g.add_argument("--quiet", action="store_true", help="no progress or info output on stderr")
+    g.add_argument("--logfile", help="also write the log to this file")
+
+    i = p.add_argument_group("input")
+    i.add_argument("inputs", nargs="*", help="input images (one lane each); a quoted glob is one stacked image")
+    i.add_argument(*_both("raw_data"), dest="raw_data", nargs="+", help="input images for the Raw Data role")
+    i.add_argument(*_both("prediction_mask"), dest="prediction_mask", nargs="+",
+                   help="optional masks, one per raw input: pixels where the mask is 0 get probability 0")
+    i.add_argument(*_both("input_axes"), dest="input_axes",
+                   help="axes of the input files, e.g. zyx or tyxc (comma-separated per role); checked against the file's shape")
+    i.add_argument(*_both("ignore_training_axistags"), dest="ignore_training_axistags", action="store_true",
+                   help="do not impose the training image's axes on the inputs (hpc-ilastik reads each file's own axes anyway)")
+    i.add_argument(*_both("stack_along"), dest="stack_along", default="z", choices=["z", "t", "c"],
+                   help="axis along which a quoted glob of files is stacked (default z)")
+    i.add_argument(*_both("preconvert_stacks"), dest="preconvert_stacks", action="store_true",
+                   help="accepted for compatibility; stacks are read slice by slice without conversion")
+
+    e = p.add_argument_group("export (ilastik spells these with underscores only)")
+    e.add_argument("--export_source", help="what to export (default: the first of the workflow's sources, e.g. Probabilities)")
+    e.add_argument("--output_format", help=OUTPUT_FORMAT_HELP)
+    e.add_argument("--output_filename_format",
+                   help="output path template; placeholders {dataset_dir} {nickname} {result_type} {roi} "
+                        "{x_start} ... {t_stop} {slice_index} (default {dataset_dir}/{nickname}_{result_type})")
+    e.add_argument("--output_internal_path", help="dataset path inside HDF5/N5/zarr outputs (default exported_data)")
+    e.add_argument("--export_dtype", choices=["uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64"],
+                   help="output pixel type (default: the export source's type)")
+    e.add_argument("--output_axis_order", help="axis order of the output, e.g. czyx (default: the input's own order + c)")
+    e.add_argument("--pipeline_result_drange", help="value range before renormalisation, e.g. '(0.0,1.0)'; needs --export_drange")
+    e.add_argument("--export_drange", help="value range after renormalisation, e.g. '(0,255)'; needs --pipeline_result_drange")
+    e.add_argument("--cutout_subregion",
+                   help="process only [(start,...),(stop,...)], one value per axis of the image's internal order "
+                        "(yxc, zyxc, tyxc or tzyxc); None = from the start / to the end. Out-of-range values are an error")
+
+    d = p.add_argument_group("distributed (MPI)")
+    d.add_argument("--distributed", action="store_true",
+                   help="share one volume's blocks across MPI ranks (mpiexec/srun); every rank computes and writes its own chunks")
+    d.add_argument(*_both("distributed_block_roi"), dest="distributed_block_roi",
+                   help="block shape: an integer (x=y=z) or a dict like '{\"x\": 256, \"y\": 256, \"z\": 64, \"t\": 1, \"c\": None}'")
+
+    w = p.add_argument_group("pixel classification")
+    w.add_argument("--retrain", action="store_true", help="train a new forest from the labels stored in the project, then predict (the project is not modified)")
+    w.add_argument("--tree-count", dest="tree_count", type=int, help="trees of a newly trained forest (default 100); implies training")
+    return p
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="hpc-ilastik train", description="Train a Pixel Classification project (.ilp) from an image and a label image, without the GUI.")
+    p.add_argument("--raw", required=True, help="the training image (HDF5 file.h5/path, TIFF, PNG, npy, zarr, N5)")
+    p.add_argument("--labels", required=True, help="label image of the same shape: 0 = unlabelled, 1..K = classes")
+    p.add_argument("--features", help="'GaussianSmoothing:0.7,1.6;HessianOfGaussianEigenvalues:1.6,3.5' or a YAML file (default: a sensible set)")
+    p.add_argument("--tree-count", dest="tree_count", type=int, default=100, help="number of trees (default 100, as ilastik)")
+    p.add_argument("--input_axes", help="axes of the raw image and the labels, e.g. zyx")
+    p.add_argument("--store-inside", dest="store_inside", action="store_true", help="copy the raw image into the project")
+    p.add_argument("--output", required=True, help="the project file to write")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="hpc-ilastik demo", description="Make a synthetic 3D sample, train a project on it, predict headless and report the accuracy.")
+    p.add_argument("--output-dir", dest="output_dir", default="hpc-ilastik-demo", help="where to write (default ./hpc-ilastik-demo)")
+    p.add_argument("--distributed", action="store_true", help="predict with `mpiexec -n 2` (needs hpc-ilastik[mpi])")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def _setup_logging(debug: bool, quiet: bool, logfile: str | None = None) -> None:
+    from hpc_ilastik.progress import rank_prefix
+
+    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if logfile:
+        handlers.append(logging.FileHandler(logfile))
+    fmt = f"{rank_prefix()}%(levelname)s %(name)s: %(message)s" if debug else f"{rank_prefix()}%(message)s"
+    logging.basicConfig(level=level, format=fmt, handlers=handlers, force=True)
+
+
+def _dispatch(argv: list[str]) -> int:
+    if argv and argv[0] == "train":
+        args = train_parser().parse_args(argv[1:])
+        _setup_logging(args.debug, args.quiet)
+        from hpc_ilastik.train import train_command
+
+        train_command(raw=args.raw, labels=args.labels, features=args.features, tree_count=args.tree_count,
+                      output=args.output, raw_axes=args.input_axes, store_inside=args.store_inside)
+        return 0
+    if argv and argv[0] == "demo":
+        args = demo_parser().parse_args(argv[1:])
+        _setup_logging(args.debug, args.quiet)
+        from hpc_ilastik.demo import run_demo
+
+        return run_demo(args.output_dir, distributed=args.distributed, quiet=args.quiet)
+    args = headless_parser().parse_args(argv)
+    _setup_logging(args.debug, args.quiet, args.logfile)
+    if not args.headless:
+        raise UserError("hpc-ilastik has no GUI: add --headless (or use the 'train' / 'demo' subcommands)")
+    if not args.project:
+        raise UserError("--headless needs --project=PROJECT.ilp")
+    from hpc_ilastik.headless import run_headless
+
+    run_headless(args)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `hpc-ilastik` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("HPC_ILASTIK_DEBUG") == "1"
+    try:
+        return _dispatch(argv)
+    except UserError as err:
+        if debug:
+            log.exception("error")
+        print(f"hpc-ilastik: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("hpc-ilastik: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as err:  # an unexpected failure: still one clear line unless --debug
+        if debug:
+            raise
+        print(f"hpc-ilastik: internal error: {type(err).__name__}: {err} (re-run with --debug for the traceback)", file=sys.stderr)
+        return 1

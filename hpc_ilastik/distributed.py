@@ -1,0 +1,405 @@
+"""MPI at the edge: blocks (or files) handed out dynamically to every rank, resume, errors that end the run.
+
+How the work is shared (robust with MPICH, Open MPI and Intel MPI, over shared memory or a network):
+
+* Rank 0 owns the queue. A *dispatcher thread* on rank 0 answers requests by point-to-point messages
+  (`improbe` + short sleeps, so it neither spins a core nor needs one-sided RMA progress), while rank 0's
+  main thread computes blocks like every other rank, taking them from the queue directly. This needs
+  `MPI_THREAD_MULTIPLE` (mpi4py asks for it; MPICH and Open MPI give it). An MPI without it gets the
+  ilastik layout instead: rank 0 only dispatches (logged as a warning).
+* Every other rank asks for its next block *before* computing the current one, so a reply delayed by
+  rank 0's own computing (a numba kernel holding the GIL) never leaves it idle. The price is at most one
+  reserved block per rank at the very end.
+* Waiting is done by polling with sleeps, never in a blocking MPI call, so waiting ranks leave their
+  cores to the computing ones (MPICH spins inside blocking calls).
+* Resume: the rank that draws a block first asks `is_done(block)` (the writer's chunk-exists test,
+  done in parallel) and skips it if so. `check_resume` guards against resuming someone else's output.
+* Errors: the failing rank logs `rank R, block B: message` once and calls `MPI_Abort`, which ends every
+  rank with a non-zero exit (a rank that dies outright is ended the same way by mpiexec/srun). Before the
+  blocks start, `on_root` turns a UserError on rank 0 into a clean exit on every rank.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, NoReturn, Sequence, TypeVar
+
+from hpc_ilastik.blocks import Block
+from hpc_ilastik.errors import UserError
+from hpc_ilastik.progress import Progress, launcher_rank
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MPI_INSTALL_HINT = (
+    "pip install 'hpc-ilastik[mpi]' (or build mpi4py against your cluster's MPI: "
+    "module load <mpi>; pip install --no-binary=mpi4py mpi4py)"
+)
+RUN_KEY = "hpc_ilastik_run"      # output attribute: the fingerprint of the command that writes it
+COMPLETE_KEY = "complete"        # output attribute: true only once every block has been written
+POLL_SECONDS = 0.005
+_TAG_REQUEST, _TAG_REPORT, _TAG_FINISH, _TAG_WORK, _TAG_STATS, _TAG_ROOT = range(101, 107)
+
+
+class PeerError(UserError):
+    """Raised on ranks 1..N-1 when rank 0 failed with a UserError before the blocks started.
+
+    Rank 0 reports the error itself; the other ranks only need to exit non-zero, silently."""
+
+
+def get_comm(distributed: bool) -> Any | None:
+    """MPI.COMM_WORLD for `--distributed` or when a launcher started several ranks, else None.
+
+    mpi4py is imported only here; its absence, or an mpi4py built for another MPI than the launcher's
+    (every rank would believe it is alone), is a UserError."""
+    _, launched = launcher_rank()
+    if not distributed and launched == 1:
+        return None
+    why = "--distributed" if distributed else f"running as {launched} MPI ranks"
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise UserError(f"{why} needs mpi4py: {MPI_INSTALL_HINT}") from None
+    comm = MPI.COMM_WORLD
+    if launched > 1 and comm.Get_size() == 1:
+        raise UserError(f"the launcher started {launched} ranks but mpi4py sees 1: mpi4py was built for a "
+                        f"different MPI than this mpiexec/srun; {MPI_INSTALL_HINT}")
+    return comm
+
+
+@dataclass(frozen=True)
+class RankStats:
+    """What one rank did: items computed and skipped (already done), seconds busy, seconds in the run."""
+
+    rank: int
+    computed: int
+    skipped: int
+    busy_s: float
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """Per-rank statistics of a run and its wall time; `idle_fraction` measures the load balance."""
+
+    ranks: tuple[RankStats, ...]
+    wall_s: float
+
+    @property
+    def computed(self) -> int:
+        return sum(r.computed for r in self.ranks)
+
+    @property
+    def skipped(self) -> int:
+        return sum(r.skipped for r in self.ranks)
+
+    @property
+    def idle_fraction(self) -> float:
+        """Share of the ranks' time (n_ranks x wall) not spent on items: waiting, or done before the others."""
+        capacity = self.wall_s * len(self.ranks)
+        return max(0.0, 1.0 - sum(r.busy_s for r in self.ranks) / capacity) if capacity > 0 else 0.0
+
+    def summary(self, unit: str = "blocks") -> str:
+        busy = "/".join(f"{r.busy_s:.1f}" for r in self.ranks)
+        return (f"{self.computed} {unit} computed, {self.skipped} already done, on {len(self.ranks)} rank(s) in "
+                f"{self.wall_s:.1f} s; busy per rank {busy} s; idle {100 * self.idle_fraction:.1f}%")
+
+
+def run_blocks(blocks: Sequence[Block] | None, process_block: Callable[[Block], None], comm: Any | None = None, *,
+               is_done: Callable[[Block], bool] | None = None, progress: Progress | None = None) -> RunStats:
+    """Run `process_block` on every block not `is_done`, shared dynamically over the ranks of `comm`
+    (a plain loop without one). Rank 0's `blocks` and `progress` are used; other ranks may pass None.
+    Every rank returns the run's statistics."""
+    return _run_dynamic(blocks, process_block, comm, is_done, progress, lambda block: block.voxels, "blocks")
+
+
+def share_files(files: Sequence[str] | None, process_file: Callable[[str], None], comm: Any | None = None, *,
+                progress: Progress | None = None) -> RunStats:
+    """Run `process_file` on each file, one file per rank at a time, the next to whichever rank is free."""
+    return _run_dynamic(files, process_file, comm, None, progress, lambda _: 0, "files")
+
+
+def _describe(item: object) -> str:
+    return str(item) if isinstance(item, Block) else f"file {item}"
+
+
+class _Tally:
+    """One rank's running count of computed/skipped items and busy seconds."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank, self.computed, self.skipped, self.busy = rank, 0, 0, 0.0
+        self.start = time.monotonic()
+
+    def run(self, item: T, process: Callable[[T], None], is_done: Callable[[T], bool] | None) -> bool:
+        """Process one item unless it is done; True when it was computed."""
+        started = time.monotonic()
+        computed = not (is_done is not None and is_done(item))
+        if computed:
+            process(item)
+            self.computed += 1
+        else:
+            self.skipped += 1
+        self.busy += time.monotonic() - started
+        return computed
+
+    def stats(self) -> RankStats:
+        return RankStats(self.rank, self.computed, self.skipped, self.busy, time.monotonic() - self.start)
+
+
+def _run_dynamic(items: Sequence[T] | None, process: Callable[[T], None], comm: Any | None,
+                 is_done: Callable[[T], bool] | None, progress: Progress | None,
+                 voxels: Callable[[T], int], unit: str) -> RunStats:
+    if comm is None or comm.Get_size() == 1:
+        return _run_serial(items or (), process, is_done, progress, voxels)
+    from mpi4py import MPI
+
+    comm = comm.Dup()  # our tags never meet the caller's messages
+    try:
+        if comm.Get_rank() != 0:
+            return _run_worker(comm, process, is_done)
+        stats = _run_root(comm, list(items or ()), process, is_done, progress, voxels,
+                          threaded=MPI.Query_thread() >= MPI.THREAD_MULTIPLE)
+        log.info("%s", stats.summary(unit))
+        return stats
+    finally:
+        comm.Free()
+
+
+def _run_serial(items: Sequence[T], process: Callable[[T], None], is_done: Callable[[T], bool] | None,
+                progress: Progress | None, voxels: Callable[[T], int]) -> RunStats:
+    tally = _Tally(0)
+    for item in items:
+        try:
+            computed = tally.run(item, process, is_done)
+        except Exception as err:
+            err.add_note(f"while processing {_describe(item)}")
+            raise
+        if progress is not None:
+            progress.update(voxels(item), computed)
+    if progress is not None:
+        progress.close()
+    stats = tally.stats()
+    return RunStats((stats,), stats.wall_s)
+
+
+def _fail(comm: Any, where: str, err: BaseException) -> NoReturn:
+    """Report an error of this rank once, tagged with the rank and where it happened, and end every rank."""
+    message = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+    log.error("rank %d, %s: %s", comm.Get_rank(), where, message)
+    log.debug("traceback", exc_info=err)
+    for handler in logging.getLogger().handlers + log.handlers:
+        handler.flush()
+    sys.stderr.flush()
+    comm.Abort(err.exit_code if isinstance(err, UserError) else 1)
+    raise AssertionError("MPI_Abort returned")
+
+
+def _backoff() -> Iterator[float]:
+    """Sleep times while polling: short at first (a message is often only a progress poll away), then
+    POLL_SECONDS, so that a waiting rank costs almost no CPU."""
+    pause = 1e-5
+    while True:
+        yield pause
+        pause = min(2 * pause, POLL_SECONDS)
+
+
+def _wait_recv(comm: Any, source: int, tag: int) -> Any:
+    """Receive a message without spinning a core while waiting for it."""
+    pauses = _backoff()
+    while (message := comm.improbe(source=source, tag=tag)) is None:
+        time.sleep(next(pauses))
+    return message.recv()
+
+
+def _run_worker(comm: Any, process: Callable[[T], None], is_done: Callable[[T], bool] | None) -> RunStats:
+    """Ranks 1..N-1: ask rank 0 for items until it answers None; always one request ahead."""
+    tally = _Tally(comm.Get_rank())
+    comm.send(None, dest=0, tag=_TAG_REQUEST)
+    item = _wait_recv(comm, 0, _TAG_WORK)
+    while item is not None:
+        comm.send(None, dest=0, tag=_TAG_REQUEST)
+        try:
+            computed = tally.run(item, process, is_done)
+        except Exception as err:
+            _fail(comm, _describe(item), err)
+        comm.send(computed, dest=0, tag=_TAG_REPORT)
+        item = _wait_recv(comm, 0, _TAG_WORK)
+    comm.send(tally.stats(), dest=0, tag=_TAG_FINISH)
+    return _wait_recv(comm, 0, _TAG_STATS)
+
+
+class _Dispatcher:
+    """Rank 0's queue: answers ranks 1..N-1 (from a thread, and from rank 0's main thread between its
+    own blocks) and hands items to rank 0's main thread directly."""
+
+    def __init__(self, comm: Any, items: list[T], progress: Progress | None, voxels: Callable[[T], int]) -> None:
+        from mpi4py import MPI
+
+        self.comm, self.items, self.progress, self.voxels = comm, items, progress, voxels
+        self.next = 0
+        self.queue_lock = threading.Lock()      # the item counter and the progress
+        self.message_lock = threading.Lock()    # one thread at a time answers messages
+        self.outstanding: dict[int, list[T]] = {}   # per rank: items handed out, not yet reported
+        self.finished: list[RankStats] = []
+        self.sends: list[Any] = []
+        self.status, self.any_source, self.any_tag = MPI.Status(), MPI.ANY_SOURCE, MPI.ANY_TAG
+
+    def take(self) -> T | None:
+        with self.queue_lock:
+            if self.next == len(self.items):
+                return None
+            self.next += 1
+            return self.items[self.next - 1]
+
+    def done(self, item: T, computed: bool) -> None:
+        with self.queue_lock:
+            if self.progress is not None:
+                self.progress.update(self.voxels(item), computed)
+
+    @property
+    def remote_running(self) -> bool:
+        return len(self.finished) < self.comm.Get_size() - 1
+
+    def answer_pending(self, wait: bool) -> int:
+        """Answer every message that has arrived; without `wait`, give up at once if the other thread is
+        answering. Returns how many were answered."""
+        if not self.message_lock.acquire(blocking=wait):
+            return 0
+        try:
+            answered = 0
+            while (message := self.comm.improbe(source=self.any_source, tag=self.any_tag, status=self.status)):
+                payload, rank, tag = message.recv(), self.status.Get_source(), self.status.Get_tag()
+                if tag == _TAG_REQUEST:
+                    item = self.take()
+                    if item is not None:
+                        self.outstanding.setdefault(rank, []).append(item)
+                    self.sends.append(self.comm.isend(item, dest=rank, tag=_TAG_WORK))
+                elif tag == _TAG_REPORT:
+                    self.done(self.outstanding[rank].pop(0), payload)
+                else:
+                    self.finished.append(payload)
+                answered += 1
+            return answered
+        except Exception as err:
+            _fail(self.comm, "the dispatcher", err)
+        finally:
+            self.message_lock.release()
+
+    def serve(self) -> None:
+        """Answer ranks 1..N-1 until each has finished."""
+        pauses = _backoff()
+        while self.remote_running:
+            if self.answer_pending(wait=True):
+                pauses = _backoff()
+            else:
+                time.sleep(next(pauses))
+        for request in self.sends:
+            request.wait()
+
+
+def _run_root(comm: Any, items: list[T], process: Callable[[T], None], is_done: Callable[[T], bool] | None,
+              progress: Progress | None, voxels: Callable[[T], int], threaded: bool) -> RunStats:
+    """Rank 0: dispatch, and compute too when MPI allows a dispatcher thread. Between its own blocks the
+    main thread answers waiting ranks itself: a kernel that holds the GIL starves the thread meanwhile."""
+    dispatcher = _Dispatcher(comm, items, progress, voxels)
+    tally = _Tally(0)
+    if threaded:
+        thread = threading.Thread(target=dispatcher.serve, name="hpc-ilastik-dispatcher", daemon=True)
+        thread.start()
+        while (item := dispatcher.take()) is not None:
+            try:
+                computed = tally.run(item, process, is_done)
+            except Exception as err:
+                _fail(comm, _describe(item), err)
+            dispatcher.done(item, computed)
+            dispatcher.answer_pending(wait=False)
+        thread.join()
+    else:
+        log.warning("this MPI does not provide MPI_THREAD_MULTIPLE: rank 0 only hands out work")
+        dispatcher.serve()
+    if progress is not None:
+        progress.close()
+    stats = RunStats(tuple(sorted(dispatcher.finished + [tally.stats()], key=lambda r: r.rank)),
+                     time.monotonic() - tally.start)
+    requests = [comm.isend(stats, dest=rank, tag=_TAG_STATS) for rank in range(1, comm.Get_size())]
+    for request in requests:
+        request.wait()
+    return stats
+
+
+def on_root(comm: Any | None, fn: Callable[[], T]) -> T:
+    """`fn()` evaluated on rank 0 only, its result given to every rank (rank 0 reads the input, plans,
+    creates the output). A UserError is raised on rank 0 and as PeerError on the others; any other
+    error on rank 0 ends the run like an error in a block. Keep the result small (a shape, a path): it
+    is sent to every rank; the block list is needed on rank 0 only."""
+    if comm is None or comm.Get_size() == 1:
+        return fn()
+    if comm.Get_rank() != 0:
+        ok, value, exit_code = _wait_recv(comm, 0, _TAG_ROOT)
+        if not ok:
+            raise PeerError(f"stopped because rank 0 failed: {value}", exit_code)
+        return value
+    failure: UserError | None = None
+    try:
+        result = fn()
+        reply = (True, result, 0)
+    except UserError as err:
+        failure, reply = err, (False, str(err), err.exit_code)
+    except Exception as err:
+        _fail(comm, "setup", err)
+    requests = [comm.isend(reply, dest=rank, tag=_TAG_ROOT) for rank in range(1, comm.Get_size())]
+    for request in requests:
+        request.wait()
+    if failure is not None:
+        raise failure
+    return result
+
+
+def file_digest(path: str) -> str:
+    """'sha256:<hex>' of a file's content (a project copied elsewhere keeps its fingerprint)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def run_attributes(fingerprint: Mapping[str, object], complete: bool = False) -> dict[str, object]:
+    """Output attributes recording which command writes it and whether every block is written."""
+    return {RUN_KEY: _as_json(fingerprint), COMPLETE_KEY: complete}
+
+
+def check_resume(existing: Mapping[str, object] | None, fingerprint: Mapping[str, object], output: str) -> bool:
+    """Whether to resume `output` (True) or start it (False, `existing` attributes None = no output yet).
+
+    An output written by a different command, or not by hpc-ilastik, is a UserError: never mixed."""
+    if existing is None:
+        return False
+    advice = "remove it or choose another output"
+    if RUN_KEY not in existing:
+        raise UserError(f"output {output} already exists and was not written by hpc-ilastik; {advice}")
+    old, new = _as_json(existing[RUN_KEY]), _as_json(fingerprint)
+    if not isinstance(old, dict):
+        raise UserError(f"output {output} has an unreadable '{RUN_KEY}' attribute; {advice}")
+    differs = [f"{key}: {_short(old.get(key))} then, {_short(new.get(key))} now"
+               for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    if differs:
+        raise UserError(f"output {output} was written by a different command ({'; '.join(differs)}); {advice}")
+    return True
+
+
+def _as_json(value: object) -> Any:
+    """The value as it reads back from a JSON attribute (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."

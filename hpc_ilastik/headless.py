@@ -1,0 +1,240 @@
+"""The headless run: project → inputs → blocks → pipeline → export → writer, on one rank or many."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from hpc_ilastik import blocks as blk
+from hpc_ilastik import export
+from hpc_ilastik.distributed import get_comm, run_blocks, share_files
+from hpc_ilastik.errors import UserError
+from hpc_ilastik.features import plan_features
+from hpc_ilastik.inputs import Source, open_input
+from hpc_ilastik.pipeline import PixelStage, SourceRequest, compute_source, halo
+from hpc_ilastik.progress import Progress
+from hpc_ilastik.project import Project, open_project
+from hpc_ilastik.workflows import export_sources, source_dtype_and_drange
+from hpc_ilastik.writers import check_format, check_not_overwriting, open_writer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATE = "{dataset_dir}/{nickname}_{result_type}"
+DEFAULT_FORMAT = "compressed hdf5"
+STREAMING_FORMATS = ("n5", "compressed n5", "zarr", "single-scale ome-zarr", "multi-scale ome-zarr")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """The export settings in force: the project's stored ones overridden by the command line."""
+
+    source_name: str
+    request: SourceRequest
+    output_format: str
+    filename_template: str
+    template_from_cli: bool
+    internal_path: str
+    export_dtype: str | None
+    axis_order: str | None
+    pipeline_drange: tuple[float, float] | None
+    export_drange: tuple[float, float] | None
+    cutout: str | None
+
+
+def export_options(project: Project, args: argparse.Namespace) -> ExportOptions:
+    """Merge the project's `Prediction Export` settings with the command line, ilastik's way."""
+    stored = project.export_settings
+    sources = export_sources(project.workflow_name)
+    name = export.resolve_export_source(args.export_source, list(sources)) if args.export_source else next(iter(sources))
+    pipeline_drange, export_drange = export.resolve_normalization(
+        args.pipeline_result_drange, args.export_drange, stored)
+    cutout = args.cutout_subregion
+    if cutout is None and stored.region_start is not None:
+        cutout = str([tuple(None if v == -1 else v for v in stored.region_start),
+                      tuple(None if v == -1 else v for v in stored.region_stop)])
+    return ExportOptions(
+        source_name=name,
+        request=sources[name],
+        output_format=(args.output_format or stored.output_format or DEFAULT_FORMAT).strip(),
+        filename_template=args.output_filename_format or stored.output_filename_format or DEFAULT_TEMPLATE,
+        template_from_cli=args.output_filename_format is not None,
+        internal_path=args.output_internal_path or stored.output_internal_path or "exported_data",
+        export_dtype=args.export_dtype or stored.export_dtype,
+        axis_order=args.output_axis_order or stored.output_axis_order,
+        pipeline_drange=pipeline_drange,
+        export_drange=export_drange,
+        cutout=cutout,
+    )
+
+
+def resolve_stages(project: Project, shape_tzyxc: tuple[int, ...], retrain: bool, tree_count: int | None) -> list[PixelStage]:
+    """The project's classifier stages planned for an image of this shape (training if needed)."""
+    stages: list[PixelStage] = []
+    n_channels = shape_tzyxc[4]
+    for index, stage in enumerate(project.stages):
+        plan = plan_features(stage.features, tuple(shape_tzyxc[1:4]), n_channels)
+        ensemble = stage.classifier
+        if ensemble is None or retrain or tree_count is not None:
+            from hpc_ilastik.train import retrain_stage
+
+            why = "--retrain" if retrain or tree_count is not None else "the project has no trained classifier"
+            log.info("training stage %d from the project's labels (%s)", index + 1, why)
+            ensemble = retrain_stage(project, index, tree_count or 100)
+        if ensemble.n_features != plan.n_channels_out:
+            trained = project.lanes[0].roles.get("Raw Data") if project.lanes else None
+            raise UserError(
+                f"the input has {n_channels if index == 0 else n_channels - stages[-1].n_classes} channel(s) "
+                f"and gives {plan.n_channels_out} features, but the project's classifier was trained on "
+                f"{ensemble.n_features} features"
+                + (f" (training image {trained.nickname!r}, shape {tuple(trained.shape)}, axes {trained.axes})" if trained else "")
+            )
+        n_classes = max(len(stage.label_names), 1)
+        stages.append(PixelStage(plan=plan, ensemble=ensemble, n_classes=n_classes))
+        n_channels += n_classes
+    return stages
+
+
+def output_channels(request: SourceRequest, stages: list[PixelStage], raw_channels: int) -> int:
+    """How many channels the export source has."""
+    kind, stage = request.kind, request.stage
+    if kind == "Probabilities":
+        return stages[stage].n_classes
+    if kind == "All Probabilities":
+        return sum(s.n_classes for s in stages)
+    if kind == "Features":
+        return stages[stage].plan.n_channels_out
+    if kind == "Input":
+        return raw_channels + sum(s.n_classes for s in stages[:stage])
+    return 1
+
+
+def block_shape_for(args: argparse.Namespace, shape_tzyxc: tuple[int, ...]) -> tuple[int, ...]:
+    """The block grid's block shape: --distributed_block_roi, else memory-friendly defaults."""
+    if args.distributed_block_roi:
+        return blk.parse_block_roi(args.distributed_block_roi, shape_tzyxc)
+    if args.distributed:
+        return blk.parse_block_roi(None, shape_tzyxc)
+    t, z, y, x, c = shape_tzyxc
+    if z == 1:
+        return (1, 1, min(y, 1024), min(x, 1024), c)
+    return (1, min(z, 128), min(y, 128), min(x, 128), c)
+
+
+def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str | None]]:
+    if args.raw_data and args.inputs:
+        raise UserError("give the input files either as positional arguments or after --raw_data, not both")
+    raws = list(args.raw_data or args.inputs)
+    if not raws:
+        raise UserError("no input files: name them at the end of the command or after --raw_data")
+    masks = list(args.prediction_mask or [])
+    if masks and len(masks) != len(raws):
+        raise UserError(f"{len(masks)} --prediction_mask file(s) for {len(raws)} raw input(s): give one mask per input")
+    return raws, masks or [None] * len(raws)
+
+
+def _role_axes(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    if not args.input_axes:
+        return None, None
+    parts = [None if p.strip() in ("", "None") else p.strip().lower() for p in args.input_axes.split(",")]
+    if len(parts) > 2:
+        raise UserError(f"--input_axes has {len(parts)} values but the workflow has 2 roles (Raw Data, Prediction Mask)")
+    return parts[0], parts[1] if len(parts) > 1 else parts[0]
+
+
+def run_headless(args: argparse.Namespace) -> None:
+    """Run the project over every input, as ilastik --headless does."""
+    project = open_project(args.project)
+    options = export_options(project, args)
+    raws, masks = _inputs(args)
+    raw_axes, mask_axes = _role_axes(args)
+    check_format(options.output_format)
+    comm = get_comm(args.distributed)
+    lanes = list(zip(raws, masks))
+    if comm is not None and not args.distributed:
+        lanes = share_files(lanes, comm)
+        comm = None
+    for raw_spec, mask_spec in lanes:
+        source = open_input(raw_spec, raw_axes, args.stack_along)
+        mask = open_input(mask_spec, mask_axes, args.stack_along) if mask_spec else None
+        run_image(project, source, mask, options, args, comm)
+
+
+def run_image(project: Project, source: Source, mask: Source | None, options: ExportOptions,
+              args: argparse.Namespace, comm) -> str:
+    """Process one input image into its export file; returns the output path."""
+    shape = tuple(source.shape_tzyxc)
+    if mask is not None and tuple(mask.shape_tzyxc)[:4] != shape[:4]:
+        raise UserError(f"prediction mask {mask.nickname!r} has shape {tuple(mask.shape_tzyxc)[:4]} (tzyx) "
+                        f"but the raw data has {shape[:4]}")
+    stages = resolve_stages(project, shape, args.retrain, args.tree_count)
+    request = options.request
+    channels = output_channels(request, stages, shape[4])
+    pipeline_dtype, drange = source_dtype_and_drange(request.kind, source.dtype)
+    region = export.parse_cutout(options.cutout, shape) if options.cutout else tuple(slice(0, n) for n in shape)
+    region_shape = tuple(s.stop - s.start for s in region[:4]) + (channels,)
+    out_axes = export.output_axes(source.axes, options.axis_order, region_shape)
+    out_dtype = np.dtype(options.export_dtype or pipeline_dtype)
+    normalization = (options.pipeline_drange, options.export_drange) if options.export_drange else None
+    if normalization:
+        drange = options.export_drange
+    path = export.output_path(
+        options.filename_template, options.output_format,
+        dataset_dir=source.dataset_dir, nickname=source.nickname, result_type=options.source_name,
+        region=region, base_dir=os.getcwd() if options.template_from_cli else os.path.dirname(os.path.abspath(project.path)))
+    check_not_overwriting(path, list(source.paths) + [os.path.abspath(project.path)])
+    block_shape = block_shape_for(args, shape)
+    grid = blk.plan_blocks(shape, block_shape, region)
+    context = halo(stages, request.stage if request.kind != "All Probabilities" else len(stages) - 1)
+    writer = open_writer(
+        options.output_format, path, internal_path=options.internal_path,
+        shape=export.reorder_shape(region_shape, out_axes), dtype=out_dtype, axes=out_axes,
+        chunks=export.reorder_shape(tuple(block_shape[:4]) + (channels,), out_axes), drange=drange,
+        resolutions=source.resolutions, comm=comm,
+        fingerprint=_fingerprint(project, source, options, block_shape))
+
+    def process(block: blk.Block) -> None:
+        read, crop = blk.read_region(block, context, shape)
+        raw = source.read(read)
+        mask_block = mask.read(read)[..., 0] if mask is not None else None
+        result = np.empty(tuple(s.stop - s.start for s in block.slices[:4]) + (channels,), dtype=pipeline_dtype)
+        for t in range(raw.shape[0]):
+            values = compute_source(raw[t], stages, request, None if mask_block is None else mask_block[t])
+            result[t] = values[crop[1:4]]
+        if normalization:
+            result = export.normalize(result, normalization[0], normalization[1], out_dtype)
+        else:
+            result = export.convert_dtype(result, out_dtype)
+        local = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(block.slices[:4], region[:4]))
+        writer.write(export.reorder_slices(local + (slice(0, channels),), out_axes), export.reorder(result, out_axes))
+
+    voxels = int(np.prod(region_shape[:4]))
+    progress = Progress(len(grid), unit="blocks", total_voxels=voxels, quiet=args.quiet, label=source.nickname)
+    try:
+        run_blocks(grid, process, comm=comm, is_done=lambda b: writer.block_done(
+            export.reorder_slices(tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(b.slices[:4], region[:4]))
+                                  + (slice(0, channels),), out_axes)), progress=progress)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    if comm is None or comm.Get_rank() == 0:
+        log.info("%s: %s written to %s", source.nickname, options.source_name, path)
+    return path
+
+
+def _fingerprint(project: Project, source: Source, options: ExportOptions, block_shape) -> dict:
+    """What makes an existing streaming output resumable by this command (and nothing else)."""
+    st = os.stat(project.path)
+    return {
+        "project": os.path.abspath(project.path), "project_size": st.st_size, "project_mtime": int(st.st_mtime),
+        "input": [os.path.abspath(p) for p in source.paths], "input_shape": list(source.shape_tzyxc),
+        "export_source": options.source_name, "block_shape": list(block_shape),
+        "dtype": options.export_dtype, "drange": [options.pipeline_drange, options.export_drange],
+    }
+
+
+__all__ = ["run_headless", "run_image", "export_options", "resolve_stages", "ExportOptions", "replace"]

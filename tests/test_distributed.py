@@ -1,0 +1,313 @@
+"""The block engine under MPI (mpiexec -n 1/2/3 with mpich), resume, failures, file sharing, progress,
+the launcher and the SLURM templates.
+
+The MPI runs use tests/mpi_scripts/gaussian_blocks.py: a blockwise Gaussian filter of a synthetic volume
+written as N5 chunks, read back here with tensorstore (an independent N5 implementation).
+"""
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorstore
+
+from hpc_ilastik.blocks import plan_blocks
+from hpc_ilastik.distributed import check_resume, get_comm, run_attributes, run_blocks
+from hpc_ilastik.errors import UserError
+from hpc_ilastik.progress import Progress, rank_prefix
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "tests" / "mpi_scripts"
+sys.path.insert(0, str(SCRIPTS))
+from gaussian_blocks import filtered  # noqa: E402
+
+BLOCK_ROI = '{"z": 12, "y": 10, "x": 8}'  # on (2, 40, 36, 30, 2): 2 x 4 x 4 x 4 = 128 blocks, uneven edges
+N_BLOCKS = 128
+LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK",
+                 "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE",
+                 "SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE", "SLURM_STEP_TASKS_PER_NODE", "HPC_ILASTIK_THREADS")
+
+
+def _env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return {**env, **extra}
+
+
+def run_script(script: str, *args: str, ranks: int | None = None, env: dict | None = None,
+               timeout: float = 90) -> subprocess.CompletedProcess:
+    """Run a test driver alone (ranks=None) or under `mpiexec -n ranks` (mpich oversubscribes by default)."""
+    command = [sys.executable, str(SCRIPTS / script), *args]
+    if ranks is not None:
+        command = ["mpiexec", "-n", str(ranks)] + command
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env or _env())
+
+
+def gaussian(volume: Path, out: Path, *args: str, ranks: int | None = None, **kw) -> subprocess.CompletedProcess:
+    extra = ("--distributed",) if ranks is not None else ()
+    return run_script("gaussian_blocks.py", str(volume), str(out), "--block-roi", BLOCK_ROI, *extra, *args,
+                      ranks=ranks, **kw)
+
+
+def stats_of(result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def read_n5(container: Path) -> np.ndarray:
+    """The dataset as tzyxc, read by tensorstore (which orders N5 axes x first)."""
+    store = tensorstore.open({"driver": "n5", "kvstore": {"driver": "file", "path": str(container / "exported_data")}})
+    return np.asarray(store.result().read().result()).transpose(4, 3, 2, 1, 0)
+
+
+def chunk_files(container: Path) -> list[Path]:
+    return [p for p in (container / "exported_data").rglob("*")
+            if p.is_file() and p.name != "attributes.json" and ".tmp-" not in p.name]
+
+
+def attributes(container: Path) -> dict:
+    return json.loads((container / "exported_data" / "attributes.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def volume(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("volume") / "volume.npy"
+    np.save(path, np.random.default_rng(0).random((2, 40, 36, 30, 2), dtype=np.float32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def serial(volume, tmp_path_factory) -> np.ndarray:
+    """The engine without MPI (no launcher, no --distributed): a plain loop over the blocks."""
+    out = tmp_path_factory.mktemp("serial") / "serial.n5"
+    stats = stats_of(gaussian(volume, out))
+    assert stats["computed"] == [N_BLOCKS] and stats["skipped"] == 0
+    return read_n5(out)
+
+
+def test_serial_blocks_equal_the_whole_volume_filter(volume, serial):
+    np.testing.assert_array_equal(serial, filtered(np.load(volume), 1.5))
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_mpi_output_equals_serial_output(volume, serial, tmp_path, ranks):
+    out = tmp_path / "out.n5"
+    result = gaussian(volume, out, "--delay", "0.01", ranks=ranks)
+    stats = stats_of(result)
+    np.testing.assert_array_equal(read_n5(out), serial)
+    assert len(stats["computed"]) == ranks and sum(stats["computed"]) == N_BLOCKS
+    assert all(n > 0 for n in stats["computed"]), stats  # every rank computes, rank 0 included
+    print(f"\n{ranks} rank(s): blocks per rank {stats['computed']}, idle {100 * stats['idle_fraction']:.1f}%")
+    if ranks > 1:  # dynamic hand-out keeps the ranks busy (blocks of ~15 ms on 2 cores)
+        assert stats["idle_fraction"] < 0.25, stats
+        assert f"{N_BLOCKS} blocks computed, 0 already done, on {ranks} rank(s)" in result.stderr
+    assert "blocks 128/128 (100%) in" in result.stderr
+
+
+def test_n5_attributes_follow_the_standard(volume, serial, tmp_path):
+    out = tmp_path / "out.n5"
+    stats_of(gaussian(volume, out, ranks=2))
+    attrs = attributes(out)
+    assert attrs["dimensions"] == [2, 30, 36, 40, 2]                 # x first
+    assert attrs["blockSize"] == [2, 8, 10, 12, 1]                   # one chunk per block
+    assert attrs["dataType"] == "float32" and attrs["compression"]["type"] == "gzip"
+    assert attrs["axes"] == ["c", "x", "y", "z", "t"]
+    assert attrs["complete"] is True
+    assert "n5" in json.loads((out / "attributes.json").read_text())
+    assert len(chunk_files(out)) == N_BLOCKS
+
+
+def test_killed_run_resumes_to_identical_output(volume, serial, tmp_path):
+    out = tmp_path / "out.n5"
+    killed = gaussian(volume, out, "--delay", "0.01", "--exit-after", "5", "--exit-rank", "1", ranks=3)
+    assert killed.returncode != 0
+    present = len(chunk_files(out))
+    assert 5 <= present < N_BLOCKS
+    assert attributes(out)["complete"] is False
+    resumed = stats_of(gaussian(volume, out, ranks=2))   # another rank count resumes as well
+    assert resumed["skipped"] == present
+    assert sum(resumed["computed"]) == N_BLOCKS - present  # only the missing blocks were computed
+    np.testing.assert_array_equal(read_n5(out), serial)
+    assert attributes(out)["complete"] is True
+
+
+def test_a_failing_rank_ends_the_run_on_every_rank(volume, tmp_path):
+    result = gaussian(volume, tmp_path / "out.n5", "--delay", "0.01", "--fail-block", "7", ranks=3, timeout=60)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    reports = re.findall(r"rank \d, block 7 \(t 0:1, z 0:12, y 10:20, x 24:30, c 0:2\): RuntimeError: synthetic failure",
+                         output)
+    assert len(reports) == 1, output
+
+
+def test_a_failure_without_mpi_names_the_block(volume, tmp_path):
+    result = gaussian(volume, tmp_path / "out.n5", "--fail-block", "3", timeout=60)
+    assert result.returncode != 0
+    assert "while processing block 3 (t 0:1, z 0:12, y 0:10, x 24:30, c 0:2)" in result.stderr
+
+
+def test_a_different_command_is_refused_on_an_existing_output(volume, tmp_path):
+    out = tmp_path / "out.n5"
+    stats_of(gaussian(volume, out))
+    result = gaussian(volume, out, "--sigma", "1.0", ranks=2)
+    assert result.returncode == 2
+    assert result.stderr.count("was written by a different command (sigma: 1.5 then, 1.0 now)") == 1, result.stderr
+    assert attributes(out)["hpc_ilastik_run"]["sigma"] == 1.5
+
+
+def test_without_thread_multiple_rank0_only_dispatches(volume, serial, tmp_path):
+    out = tmp_path / "out.n5"
+    result = gaussian(volume, out, ranks=3, env=_env(MPI4PY_RC_THREAD_LEVEL="serialized"))
+    stats = stats_of(result)
+    assert stats["computed"][0] == 0 and sum(stats["computed"]) == N_BLOCKS
+    assert "MPI_THREAD_MULTIPLE" in result.stderr
+    np.testing.assert_array_equal(read_n5(out), serial)
+
+
+def test_files_are_shared_one_at_a_time_across_ranks(tmp_path):
+    n_files = 9
+    stats = stats_of(run_script("share_files.py", str(tmp_path), str(n_files), "0.05", ranks=3))
+    done = sorted(p.name for p in tmp_path.glob("*.done"))
+    assert done == [f"image{i:02d}.done" for i in range(n_files)]  # each exactly once (opened with "x")
+    by_rank = [sum((tmp_path / d).read_text() == str(r) for d in done) for r in range(3)]
+    assert by_rank == stats["computed"] and all(n > 0 for n in by_rank)
+
+
+def test_run_blocks_without_mpi_skips_done_blocks_and_reports_progress():
+    blocks = plan_blocks((1, 10, 10, 10, 1), (1, 4, 4, 10, 1))
+    seen = []
+    stream = io.StringIO()
+    progress = Progress(len(blocks), total_voxels=1000, stream=stream)
+    stats = run_blocks(blocks, lambda b: seen.append(b.number), is_done=lambda b: b.number % 3 == 0,
+                       progress=progress)
+    assert seen == [n for n in range(9) if n % 3]
+    assert (stats.computed, stats.skipped) == (6, 3)
+    assert stream.getvalue().startswith("blocks 9/9 (100%; 3 already done) in ")
+
+
+def test_get_comm(monkeypatch):
+    for var in LAUNCHER_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert get_comm(False) is None  # no --distributed, no launcher: mpi4py is never imported
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if mpi4py were not installed
+    with pytest.raises(UserError, match=r"--distributed needs mpi4py: pip install 'hpc-ilastik\[mpi\]'"):
+        get_comm(True)
+    monkeypatch.setenv("PMI_RANK", "1")
+    monkeypatch.setenv("PMI_SIZE", "4")
+    with pytest.raises(UserError, match="running as 4 MPI ranks needs mpi4py"):
+        get_comm(False)
+
+
+def test_get_comm_detects_an_mpi4py_of_another_mpi():
+    # Open MPI's variables say 4 ranks, but this MPICH-built mpi4py starts as a lone singleton.
+    code = "from hpc_ilastik.distributed import get_comm; get_comm(True)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env=_env(OMPI_COMM_WORLD_RANK="0", OMPI_COMM_WORLD_SIZE="4"))
+    assert result.returncode != 0
+    assert "the launcher started 4 ranks but mpi4py sees 1" in result.stderr
+
+
+def test_check_resume():
+    fingerprint = {"project": "sha256:ab", "input_shape": (1, 5, 6, 7, 1), "block_shape": (1, 4, 4, 4, 1)}
+    assert check_resume(None, fingerprint, "out.n5") is False
+    stored = json.loads(json.dumps({"dimensions": [7, 6, 5, 1, 1], **run_attributes(fingerprint)}))
+    assert stored["complete"] is False
+    assert check_resume(stored, fingerprint, "out.n5") is True
+    with pytest.raises(UserError, match=r"written by a different command \(block_shape: \[1, 4, 4, 4, 1\] then, "
+                                        r"\[1, 8, 8, 8, 1\] now\); remove it or choose another output"):
+        check_resume(stored, {**fingerprint, "block_shape": (1, 8, 8, 8, 1)}, "out.n5")
+    with pytest.raises(UserError, match="project: "):
+        check_resume(stored, {**fingerprint, "project": "sha256:cd"}, "out.n5")
+    with pytest.raises(UserError, match="not written by hpc-ilastik"):
+        check_resume({"dimensions": [7, 6, 5, 1, 1], "axes": ["x", "y", "z", "c", "t"]}, fingerprint, "out.n5")
+
+
+def test_progress_lines_are_rate_limited_with_rate_and_eta():
+    now = [0.0]
+    stream = io.StringIO()
+    progress = Progress(10, total_voxels=1000, stream=stream, interval=2.0, label="raw", clock=lambda: now[0])
+    now[0] = 1.0
+    progress.update(100)
+    assert stream.getvalue() == ""  # not before the interval
+    now[0] = 4.0
+    progress.update(100, computed=False)  # a skipped block counts as done but not into the rate
+    assert stream.getvalue() == "raw: blocks 2/10 (20%; 1 already done), 25.00 voxel/s, ETA 32s\n"
+    now[0] = 5.0
+    progress.update(100)
+    assert stream.getvalue().count("\n") == 1
+    progress.close()
+    assert stream.getvalue().splitlines()[-1] == "raw: blocks 3/10 (30%; 1 already done) in 5s, 40.00 voxel/s"
+    quiet = io.StringIO()
+    silent = Progress(1, stream=quiet, quiet=True, interval=0.0)
+    silent.update()
+    silent.close()
+    assert quiet.getvalue() == ""
+
+
+def test_rank_prefix(monkeypatch):
+    for var in LAUNCHER_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert rank_prefix() == ""
+    assert rank_prefix(3, 8) == "[rank 3/8] "
+    assert rank_prefix(0, 1) == ""
+    monkeypatch.setenv("PMI_RANK", "2")
+    monkeypatch.setenv("PMI_SIZE", "4")
+    assert rank_prefix() == "[rank 2/4] "
+
+
+@pytest.mark.parametrize("env, threads", [
+    ({"SLURM_CPUS_PER_TASK": "6", "SLURM_CPUS_ON_NODE": "48"}, "6"),
+    ({"SLURM_CPUS_ON_NODE": "48", "SLURM_STEP_TASKS_PER_NODE": "8(x2)"}, "6"),
+    ({"SLURM_CPUS_ON_NODE": "8", "MPI_LOCALNRANKS": "3"}, "2"),
+    ({"SLURM_CPUS_ON_NODE": "2", "OMPI_COMM_WORLD_LOCAL_SIZE": "4"}, "1"),
+    ({"HPC_ILASTIK_THREADS": "5", "SLURM_CPUS_PER_TASK": "6"}, "5"),
+])
+def test_launcher_sets_threads_per_rank(env, threads):
+    result = subprocess.run([str(REPO / "launch" / "hpc-ilastik-launch"), "--exec", "env"], capture_output=True,
+                            text=True, timeout=30, env=_env(**env))
+    assert result.returncode == 0, result.stderr
+    values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        assert values[var] == threads
+    assert values["HDF5_USE_FILE_LOCKING"] == "FALSE"
+
+
+def _fake_command(folder: Path, name: str) -> Path:
+    path = folder / name
+    path.write_text('#!/bin/bash\nprintf "%s\\n" "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def test_array_template_gives_every_file_to_exactly_one_task(tmp_path):
+    files = [f"/data/img{i}.tif" for i in range(7)]
+    (tmp_path / "files.txt").write_text("\n".join(files[:3]) + "\n\n" + "\n".join(files[3:]) + "\n")
+    launcher = _fake_command(tmp_path, "launch")
+    taken = []
+    for task in range(3):
+        result = subprocess.run(["bash", str(REPO / "slurm_templates" / "array.sbatch")], capture_output=True,
+                                text=True, timeout=30, cwd=tmp_path,
+                                env=_env(SLURM_ARRAY_TASK_ID=str(10 + task), SLURM_ARRAY_TASK_MIN="10",
+                                         SLURM_ARRAY_TASK_COUNT="3", FILE_LIST="files.txt", LAUNCH=str(launcher)))
+        assert result.returncode == 0, result.stderr
+        args = result.stdout.splitlines()[1:]
+        assert "--headless" in args and any(a.startswith("--project=") for a in args)
+        taken += [a for a in args if a.startswith("/data/")]
+    assert sorted(taken) == sorted(files)
+
+
+def test_volume_template_runs_one_distributed_srun(tmp_path):
+    _fake_command(tmp_path, "srun")
+    result = subprocess.run(["bash", str(REPO / "slurm_templates" / "volume.sbatch")], capture_output=True, text=True,
+                            timeout=30, env=_env(PATH=f"{tmp_path}:{os.environ['PATH']}", INPUT="big.h5/raw"))
+    assert result.returncode == 0, result.stderr
+    args = result.stdout.splitlines()
+    assert args[:3] == ["--kill-on-bad-exit=1", "--cpu-bind=cores", "hpc-ilastik-launch"]
+    assert {"--headless", "--distributed", "--distributed-block-roi", "big.h5/raw"} <= set(args)
+    assert json.loads(args[args.index("--distributed-block-roi") + 1]) == {"x": 256, "y": 256, "z": 128}

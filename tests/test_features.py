@@ -1,0 +1,384 @@
+"""The pixel feature bank against an independent float64 scipy model of ilastik-numerics.md §1-§5."""
+
+import math
+
+import h5py
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from hpc_ilastik.errors import UserError
+from hpc_ilastik.features import FeatureSelection, compute_features, plan_features
+from hpc_ilastik.filters import convolve_axis, eigenvalues
+from hpc_ilastik.kernels import gaussian_kernel, kernel_radius
+
+ALL_IDS = (
+    "GaussianSmoothing",
+    "LaplacianOfGaussian",
+    "GaussianGradientMagnitude",
+    "DifferenceOfGaussians",
+    "StructureTensorEigenvalues",
+    "HessianOfGaussianEigenvalues",
+)
+DEFAULT_SCALES = (0.3, 0.7, 1.0, 1.6, 3.5, 5.0, 10.0)
+TEST_SCALES = (0.3, 0.7, 1.0, 1.6, 3.5, 10.0)
+EIGEN = ("StructureTensorEigenvalues", "HessianOfGaussianEigenvalues")
+
+
+# ----------------------------------------------------------------------------- independent model
+def model_kernel(sigma, order, window):
+    """The kernel formulas of ilastik-numerics.md §3, written out again for the model."""
+    r = 0 if sigma < 1e-6 else int(np.floor(window * sigma + 0.5))
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    g = np.exp(-(x * x) / (2 * sigma * sigma)) if r else np.ones(1)
+    if order == 0:
+        return g / g.sum()
+    if order == 1:
+        k = -x * g
+        return k / np.dot(k, -x)
+    k = (x * x / sigma**2 - 1) * g
+    k = k - k.mean()
+    return k / np.dot(k, x * x / 2)
+
+
+def model_filter(img, sigma, window, axes, orders=None):
+    """float64 separable filter with scipy's mirror border; orders[i] = derivative along axes[i]."""
+    out = np.asarray(img, np.float64)
+    for i, axis in enumerate(axes):
+        k = model_kernel(sigma, orders[i] if orders else 0, window)
+        out = ndimage.convolve1d(out, k, axis=axis, mode="mirror") if k.size > 1 else out * k[0]
+    return out
+
+
+def model_feature(img, fid, scale, pre_axes, feat_axes):
+    """One feature of a zyx float32 image as ilastik computes it: (z, y, x, n) float32."""
+    s_pre = math.sqrt(scale**2 - 1) if scale > 1 else scale
+    sf = min(scale, 1.0)
+    pre = model_filter(img, s_pre, 3.5, pre_axes).astype(np.float32)
+    n = len(feat_axes)
+
+    def deriv(sigma, *order_axes):
+        orders = [order_axes.count(a) for a in range(n)]
+        return model_filter(pre, sigma, 2.0, feat_axes, orders)
+
+    if fid == "GaussianSmoothing":
+        chans = [deriv(sf)]
+    elif fid == "LaplacianOfGaussian":
+        chans = [sum(deriv(sf, a, a) for a in range(n))]
+    elif fid == "GaussianGradientMagnitude":
+        chans = [np.sqrt(sum(deriv(sf, a) ** 2 for a in range(n)))]
+    elif fid == "DifferenceOfGaussians":
+        chans = [deriv(sf) - deriv(0.66 * sf)]
+    else:
+        if fid == "StructureTensorEigenvalues":
+            g = [deriv(sf / 2, a) for a in range(n)]
+            entry = {(a, b): model_filter(g[a] * g[b], sf, 2.0, feat_axes) for a in range(n) for b in range(a, n)}
+        else:
+            entry = {(a, b): deriv(sf, a, b) for a in range(n) for b in range(a, n)}
+        m = np.empty(img.shape + (n, n))
+        for (a, b), v in entry.items():
+            m[..., a, b] = m[..., b, a] = v
+        return np.linalg.eigvalsh(m)[..., ::-1].astype(np.float32)
+    return np.stack(chans, axis=-1).astype(np.float32)
+
+
+def assert_feature_close(ours, ref, input_range, eigen_3d=False):
+    """numerics §6: |diff| <= 1e-3·max|feature| + 1e-6·input range; a few 3-D eigenvalue voxels
+    (near-degenerate, float32 cubic) may be off by up to 5e-4 of the local matrix scale."""
+    ours = ours.astype(np.float64)
+    ref = ref.astype(np.float64)
+    diff = np.abs(ours - ref)
+    tol = 1e-3 * np.abs(ref).max() + 1e-6 * input_range
+    bad = diff > tol
+    if eigen_3d:
+        local_scale = np.abs(ref).max(axis=-1, keepdims=True)
+        assert bad.mean() <= 1e-3, f"{bad.sum()} eigenvalues off by more than {tol:.3g}"
+        bad &= diff > tol + 5e-4 * local_scale
+    assert not bad.any(), f"max |diff| {diff.max():.3g} > tolerance {tol:.3g} at {bad.sum()} values"
+
+
+def one_feature_selection(fid, scales, compute_in_2d=None):
+    matrix = tuple(tuple(f == fid for _ in scales) for f in ALL_IDS)
+    return FeatureSelection(ALL_IDS, tuple(scales), matrix, compute_in_2d)
+
+
+@pytest.fixture(scope="module")
+def image_2d(fixtures_dir):
+    """A real 2-D uint8 image (ilastik's own test data), cropped so that σ=10 still fits."""
+    return iio.imread(fixtures_dir / "api" / "Data_1channel.png")[20:100, 10:98]
+
+
+@pytest.fixture(scope="module")
+def image_3d(fixtures_dir):
+    """A real 3-D uint8 volume (ilastik's own test data), cropped to keep the float64 model quick."""
+    return np.load(fixtures_dir / "api" / "Data_3D.npy")[10:50, 4:44, 8:50, 0]
+
+
+# ----------------------------------------------------------------------------- kernels
+def test_kernel_radius_rule():
+    presmoothing = [math.sqrt(s * s - 1) if s > 1 else s for s in DEFAULT_SCALES]
+    assert [kernel_radius(s, 3.5) for s in presmoothing] == [1, 2, 4, 4, 12, 17, 35]
+    assert [kernel_radius(min(s, 1.0), 2.0) for s in DEFAULT_SCALES] == [1, 1, 2, 2, 2, 2, 2]
+    assert kernel_radius(0.66 * 0.3, 2.0) == 0  # DoG's second Gaussian at σ=0.3: the identity
+    assert kernel_radius(0.35, 2.0) == 1  # structure tensor gradient at σ=0.7
+    assert kernel_radius(1e-7, 3.5) == 0
+    np.testing.assert_array_equal(gaussian_kernel(0.198, 0, 2.0), [1.0])
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.7, 1.0, 1.6, 3.35, 9.95])
+@pytest.mark.parametrize("window", [2.0, 3.5])
+def test_kernel_normalisation_through_convolution(sigma, window):
+    r = kernel_radius(sigma, window)
+    n = 4 * r + 8
+    x = np.arange(n, dtype=np.float32)
+    inner = (slice(None), slice(None), slice(r + 1, n - r - 1))
+    ramp = np.broadcast_to(x, (1, 2, n)).copy()
+    half_square = np.broadcast_to(x * x / 2, (1, 2, n)).astype(np.float32)
+
+    k0, k1, k2 = (gaussian_kernel(sigma, o, window) for o in (0, 1, 2))
+    assert k0.size == k1.size == k2.size == 2 * r + 1
+    assert k0.sum() == pytest.approx(1.0, abs=1e-12)
+    assert k2.sum() == pytest.approx(0.0, abs=1e-12)  # DC removed
+    np.testing.assert_allclose(convolve_axis(ramp, k1, 2)[inner], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(convolve_axis(half_square, k2, 2)[inner], 1.0, rtol=1e-4)
+    np.testing.assert_allclose(convolve_axis(ramp, k0, 2)[inner], ramp[inner], rtol=1e-6)
+
+
+def test_zero_width_derivative_kernel_is_nan():
+    assert np.isnan(gaussian_kernel(0.15, 1, 2.0)).all()  # ST gradient at σ=0.3 (fastfilters: NaN)
+    plan = plan_features(one_feature_selection("StructureTensorEigenvalues", (0.3,)), (1, 20, 20), 1)
+    assert np.isnan(compute_features(np.ones((1, 20, 20, 1), np.uint8), plan)).all()
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_convolve_axis_is_scipy_mirror(axis, order):
+    rng = np.random.default_rng(axis * 3 + order)
+    img = rng.uniform(0, 255, (7, 9, 11)).astype(np.float32)
+    for sigma in (0.7, 2.0, 6.0):  # 6.0: kernel longer than the line, mirrored repeatedly
+        k = gaussian_kernel(sigma, order, 3.5)
+        ref = ndimage.convolve1d(img.astype(np.float64), k, axis=axis, mode="mirror")
+        np.testing.assert_allclose(convolve_axis(img, k, axis), ref, atol=2e-5 * 255)
+
+
+def test_eigenvalues_closed_form():
+    rng = np.random.default_rng(5)
+    m = rng.normal(size=(2000, 3, 3))
+    m = m + np.swapaxes(m, 1, 2)
+    m[:5] = [np.zeros((3, 3)), np.eye(3), np.diag([2.0, 2.0, -1.0]), np.diag([-3.0, 1.0, 1.0]), np.ones((3, 3))]
+    upper3 = [m[:, i, j] for i in range(3) for j in range(i, 3)]
+    upper2 = [m[:, i, j] for i in range(2) for j in range(i, 2)]
+    for upper, ref in [
+        (upper3, np.linalg.eigvalsh(m)[:, ::-1].T),
+        (upper2, np.linalg.eigvalsh(m[:, :2, :2])[:, ::-1].T),
+    ]:
+        got = eigenvalues(upper)
+        assert got.dtype == np.float32 and got.shape == ref.shape
+        assert (np.diff(got, axis=0) <= 0).all()  # largest first
+        np.testing.assert_allclose(got, ref, atol=5e-4 * np.abs(m).max())
+    np.testing.assert_array_equal(eigenvalues(upper3)[:, 0], 0.0)
+
+
+# ----------------------------------------------------------------------------- features vs the model
+@pytest.mark.parametrize("fid", ALL_IDS)
+def test_features_2d_match_model(fid, image_2d):
+    scales = TEST_SCALES if fid == "GaussianSmoothing" else TEST_SCALES[1:]
+    img = image_2d[None].astype(np.float32)
+    plan = plan_features(one_feature_selection(fid, scales), img.shape, 1)
+    ours = compute_features(image_2d[None, ..., None], plan)
+    n = 2 if fid in EIGEN else 1
+    assert ours.shape == img.shape + (n * len(scales),)
+    for j, s in enumerate(scales):
+        ref = model_feature(img, fid, s, (1, 2), (1, 2))
+        assert_feature_close(ours[..., j * n:(j + 1) * n], ref, 255)
+
+
+@pytest.mark.parametrize("fid", ALL_IDS)
+def test_features_3d_match_model(fid, image_3d):
+    scales = TEST_SCALES if fid == "GaussianSmoothing" else TEST_SCALES[1:]
+    img = image_3d.astype(np.float32)
+    plan = plan_features(one_feature_selection(fid, scales), img.shape, 1)
+    ours = compute_features(image_3d[..., None], plan)
+    n = 3 if fid in EIGEN else 1
+    assert ours.shape == img.shape + (n * len(scales),)
+    for j, s in enumerate(scales):
+        ref = model_feature(img, fid, s, (0, 1, 2), (0, 1, 2))
+        assert_feature_close(ours[..., j * n:(j + 1) * n], ref, 255, eigen_3d=fid in EIGEN)
+
+
+def test_compute_in_2d_filters_each_slice(image_3d):
+    """ComputeIn2d: presmoothing and features per z slice, 2 eigenvalue channels, names 'in 2D'."""
+    sel = FeatureSelection.default(compute_in_2d=(True, False, True, True, False, True, True))
+    vol = image_3d[:, :, :, None]
+    plan = plan_features(sel, vol.shape[:3], 1)
+    ours = compute_features(vol, plan)
+    # eigenvalue channels: 3 at the 3-D scales 0.7 and 3.5, 2 at the four 2-D derivative scales
+    assert plan.n_channels_out == 7 + 3 * 6 + 2 * (2 * 3 + 4 * 2)
+    assert plan.halo[0] == kernel_radius(math.sqrt(3.5**2 - 1), 3.5) + 1 + 2  # 3-D σ=3.5: presmoothing + ST reach
+    assert "Gaussian Smoothing (σ=0.3) in 2D" in plan.names
+    assert "Gaussian Smoothing (σ=0.7)" in plan.names
+    two_d = FeatureSelection.default(compute_in_2d=(True,) * 7)
+    plan_2d = plan_features(two_d, (1,) + vol.shape[1:3], 1)
+    in_2d = [k for k, name in enumerate(plan.names) if " in 2D" in name]
+    assert len(in_2d) == 5 + 3 * 4 + 2 * 4 * 2
+    for z in (0, 17, vol.shape[0] - 1):
+        slice_features = compute_features(vol[z:z + 1], plan_2d)
+        for k in in_2d:
+            np.testing.assert_array_equal(ours[z, ..., k], slice_features[0, ..., plan_2d.names.index(plan.names[k])])
+
+
+def test_compute_in_2d_defaults():
+    sel = FeatureSelection.default()
+    assert sel.resolved_in_2d(1) == (True,) * 7
+    assert sel.resolved_in_2d(64) == (False,) * 7
+    plan2 = plan_features(sel, (1, 64, 64), 1)
+    plan3 = plan_features(sel, (64, 64, 64), 1)
+    assert all(n.endswith(" in 2D") or " in 2D [" in n for n in plan2.names)
+    assert not any(" in 2D" in n for n in plan3.names)
+    assert all(st.feature_axes == (1, 2) for st in plan2.steps)
+    assert all(st.feature_axes == (0, 1, 2) for st in plan3.steps)
+
+
+def test_small_z_forces_2d_feature_filters():
+    """z too small for σf (ceil(2σf)+1 > z): features per slice, presmoothing still 3-D."""
+    rng = np.random.default_rng(3)
+    vol = rng.uniform(0, 1000, (2, 30, 34)).astype(np.float32)
+    sel = FeatureSelection(ALL_IDS, (1.0,), tuple((True,) for _ in ALL_IDS), None)
+    with pytest.raises(UserError, match="z size 2"):
+        plan_features(sel, vol.shape, 1)  # ilastik's getInvalidScales rejects it first
+    plan = plan_features(sel, vol.shape, 1, check=False)
+    assert plan.steps[0].presmooth_axes == (0, 1, 2) and plan.steps[0].feature_axes == (1, 2)
+    assert plan.n_channels_out == 4 + 2 + 2
+    assert plan.halo == (kernel_radius(1.0, 3.5), 4 + 1 + 2, 4 + 1 + 2)  # no feature reach along z
+    ours = compute_features(vol[..., None], plan)
+    ref = np.concatenate([model_feature(vol, fid, 1.0, (0, 1, 2), (1, 2)) for fid in ALL_IDS], axis=-1)
+    for k in range(plan.n_channels_out):
+        assert_feature_close(ours[..., k], ref[..., k], 1000)
+    # z = 3 is enough for σf = 1: 3-D features
+    assert plan_features(sel, (3, 30, 34), 1, check=False).steps[0].feature_axes == (0, 1, 2)
+
+
+def test_invalid_scales_raise_user_error():
+    sel = FeatureSelection.default()
+    with pytest.raises(UserError, match=r"\[10.0\].*30 x 40"):
+        plan_features(sel, (1, 30, 40), 1)
+    with pytest.raises(UserError, match=r"\[1.6, 3.5, 5.0, 10.0\].*z size 5"):
+        plan_features(sel, (5, 64, 64), 1)
+    plan_features(FeatureSelection.default(compute_in_2d=(True,) * 7), (5, 64, 64), 1)
+    small = FeatureSelection(ALL_IDS, DEFAULT_SCALES, tuple((True,) * 3 + (False,) * 4 for _ in ALL_IDS), None)
+    assert plan_features(small, (5, 20, 20), 1).n_channels_out == 3 * (4 + 2 * 3)
+
+
+def test_selection_validation():
+    with pytest.raises(UserError, match="Unknown pixel feature 'Foo'"):
+        FeatureSelection(("Foo",), (1.0,), ((True,),), None)
+    with pytest.raises(UserError, match="rows"):
+        FeatureSelection(ALL_IDS[:2], (1.0, 2.0), ((True, False),), None)
+    with pytest.raises(UserError, match="ComputeIn2d"):
+        FeatureSelection(ALL_IDS[:1], (1.0, 2.0), ((True, False),), (True,))
+
+
+# ----------------------------------------------------------------------------- channel order and names
+def read_selection(path):
+    with h5py.File(path, "r") as f:
+        g = f["FeatureSelections"]
+        sel = FeatureSelection.from_arrays(
+            g["FeatureIds"][()], g["Scales"][()], g["SelectionMatrix"][()],
+            g["ComputeIn2d"][()] if "ComputeIn2d" in g else None,
+        )
+        names = [n.decode() for n in f["PixelClassification/ClassifierForests/feature_names"][()]]
+    return sel, names
+
+
+def test_channel_count_and_order():
+    sel = FeatureSelection.default()
+    assert plan_features(sel, (1, 64, 64), 1).n_channels_out == 49
+    assert plan_features(sel, (40, 64, 64), 1).n_channels_out == 61
+    assert plan_features(sel, (40, 64, 64), 3).n_channels_out == 183
+    plan = plan_features(sel, (40, 64, 64), 1)
+    firsts = [(o.feature_id, sel.scales[o.column], o.first_channel, o.n_channels) for o in plan.outputs]
+    assert firsts[:8] == [("GaussianSmoothing", s, i, 1) for i, s in enumerate(DEFAULT_SCALES)] + [
+        ("LaplacianOfGaussian", 0.7, 7, 1)
+    ]
+    assert firsts[-1] == ("HessianOfGaussianEigenvalues", 10.0, 58, 3)
+
+
+@pytest.mark.parametrize(
+    "project, shape, channels",
+    [("notebooks/pc.ilp", (1, 1024, 1344), 1), ("api/PixelClass.ilp", (1, 128, 128), 1),
+     ("api/PixelClass3D.ilp", (64, 64, 64), 1)],
+)
+def test_names_match_ilastik_projects(fixtures_dir, project, shape, channels):
+    sel, names = read_selection(fixtures_dir / project)
+    plan = plan_features(sel, shape, channels)
+    assert plan.names == names
+    assert plan.n_channels_out == len(names)
+
+
+def test_multichannel_order(fixtures_dir, image_2d):
+    """Input channel is the outer, feature channel the inner loop within one (feature, scale)."""
+    sel, names = read_selection(fixtures_dir / "PixelClassification2d3c.ilp")  # written before ComputeIn2d
+    plan = plan_features(sel, (1, 64, 64), 3)
+    assert [n.replace(" in 2D", "") for n in plan.names] == names
+    rgb = np.stack([image_2d, 255 - image_2d, image_2d[::-1]], axis=-1)[None, :64, :64]
+    stack = compute_features(rgb, plan)
+    single = plan_features(sel, (1, 64, 64), 1)
+    for c in range(3):
+        one = compute_features(rgb[..., c:c + 1], single)
+        for o, o1 in zip(plan.outputs, single.outputs):
+            first = o.first_channel + c * o.n_channels
+            np.testing.assert_array_equal(
+                stack[..., first:first + o.n_channels], one[..., o1.first_channel:o1.first_channel + o1.n_channels]
+            )
+
+
+def test_input_dtype_converted_without_rescaling(image_2d):
+    plan = plan_features(FeatureSelection.default(), (1,) + image_2d.shape, 1)
+    ref = compute_features(image_2d[None, ..., None].astype(np.float32), plan)
+    np.testing.assert_array_equal(compute_features(image_2d[None, ..., None], plan), ref)
+    np.testing.assert_array_equal(compute_features(image_2d[None, ..., None].astype(np.uint16), plan), ref)
+    np.testing.assert_array_equal(compute_features(image_2d[None, ..., None].astype(np.float64), plan), ref)
+
+
+# ----------------------------------------------------------------------------- blockwise = whole image
+def blockwise(img, plan, block, halo):
+    """Compute block by block on block+halo (clipped at the image border) and crop."""
+    out = np.empty(img.shape[:3] + (plan.n_channels_out,), np.float32)
+    for start in np.ndindex(*[math.ceil(n / b) for n, b in zip(img.shape[:3], block)]):
+        lo = [s * b for s, b in zip(start, block)]
+        hi = [min(l + b, n) for l, b, n in zip(lo, block, img.shape[:3])]
+        rlo = [max(l - h, 0) for l, h in zip(lo, halo)]
+        rhi = [min(h_ + h, n) for h_, h, n in zip(hi, halo, img.shape[:3])]
+        feats = compute_features(img[tuple(slice(a, b) for a, b in zip(rlo, rhi))], plan)
+        crop = tuple(slice(l - r, h - r) for l, h, r in zip(lo, hi, rlo))
+        out[tuple(slice(a, b) for a, b in zip(lo, hi))] = feats[crop]
+    return out
+
+
+@pytest.mark.parametrize(
+    "shape, sel, block",
+    [
+        ((1, 100, 110), FeatureSelection.default(), (1, 32, 40)),
+        ((30, 36, 40), FeatureSelection(ALL_IDS, DEFAULT_SCALES[:5], tuple(
+            (f == "GaussianSmoothing",) + (True,) * 4 for f in ALL_IDS), None), (12, 14, 17)),
+        ((30, 36, 40), FeatureSelection.default(compute_in_2d=(False, False, True, False, True, True, True)),
+         (9, 36, 23)),
+    ],
+)
+def test_blockwise_equals_whole_image(shape, sel, block):
+    rng = np.random.default_rng(11)
+    img = rng.integers(0, 4096, shape + (2,)).astype(np.uint16)
+    plan = plan_features(sel, shape, 2)
+    whole = compute_features(img, plan)
+    np.testing.assert_array_equal(blockwise(img, plan, block, plan.halo), whole)
+
+
+def test_halo_is_tight():
+    """A halo one pixel short of plan.halo changes the result: the halo is exactly the reach."""
+    plan = plan_features(FeatureSelection.default(), (1, 100, 110), 1)
+    assert plan.halo == (0, 38, 38)  # presmoothing radius 35 (σ=10) + structure tensor reach 1 + 2
+    img = np.random.default_rng(2).uniform(0, 255, (1, 100, 110, 1)).astype(np.float32)
+    whole = compute_features(img, plan)
+    short = blockwise(img, plan, (1, 32, 40), (0, 37, 37))
+    assert not np.array_equal(short, whole)
