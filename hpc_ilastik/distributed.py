@@ -1,19 +1,22 @@
 """MPI at the edge: blocks (or files) handed out dynamically to every rank, resume, errors that end the run.
 
-How the work is shared (robust with MPICH, Open MPI and Intel MPI, over shared memory or a network):
+How the work is shared (plain point-to-point messages: robust with MPICH, Open MPI and Intel MPI, over
+shared memory or a network; no one-sided RMA, whose progress on a busy rank 0 is not guaranteed):
 
-* Rank 0 owns the queue. A *dispatcher thread* on rank 0 answers requests by point-to-point messages
-  (`improbe` + short sleeps, so it neither spins a core nor needs one-sided RMA progress), while rank 0's
-  main thread computes blocks like every other rank, taking them from the queue directly. This needs
-  `MPI_THREAD_MULTIPLE` (mpi4py asks for it; MPICH and Open MPI give it). An MPI without it gets the
+* Rank 0 owns the queue and computes blocks like every other rank, taking them from the queue directly.
+  Requests of the other ranks are answered by a *dispatcher thread* on rank 0 and, between its own
+  blocks, by rank 0's main thread: a numba kernel that holds the GIL starves the thread meanwhile
+  (kernels compiled with `nogil=True` let it answer within milliseconds). The thread needs
+  `MPI_THREAD_MULTIPLE` (mpi4py asks for it; MPICH and Open MPI give it); an MPI without it gets the
   ilastik layout instead: rank 0 only dispatches (logged as a warning).
-* Every other rank asks for its next block *before* computing the current one, so a reply delayed by
-  rank 0's own computing (a numba kernel holding the GIL) never leaves it idle. The price is at most one
-  reserved block per rank at the very end.
-* Waiting is done by polling with sleeps, never in a blocking MPI call, so waiting ranks leave their
-  cores to the computing ones (MPICH spins inside blocking calls).
+* Every other rank asks for its next block *before* computing the current one, so a reply that waits
+  for rank 0 to finish its block does not leave it idle. The price is at most one reserved block per
+  rank at the very end. `RunStats` measures the balance (busy time per rank, idle fraction).
+* Waiting is done by polling with short sleeps, never in a blocking MPI call, so waiting ranks leave
+  their cores to the computing ones (MPICH spins inside blocking calls).
 * Resume: the rank that draws a block first asks `is_done(block)` (the writer's chunk-exists test,
-  done in parallel) and skips it if so. `check_resume` guards against resuming someone else's output.
+  done in parallel) and skips it if so. `check_resume` guards against resuming someone else's output;
+  `run_attributes(..., complete=True)` marks an output finished once every block is written.
 * Errors: the failing rank logs `rank R, block B: message` once and calls `MPI_Abort`, which ends every
   rank with a non-zero exit (a rank that dies outright is ended the same way by mpiexec/srun). Before the
   blocks start, `on_root` turns a UserError on rank 0 into a clean exit on every rank.
@@ -117,17 +120,26 @@ def run_blocks(blocks: Sequence[Block] | None, process_block: Callable[[Block], 
     """Run `process_block` on every block not `is_done`, shared dynamically over the ranks of `comm`
     (a plain loop without one). Rank 0's `blocks` and `progress` are used; other ranks may pass None.
     Every rank returns the run's statistics."""
-    return _run_dynamic(blocks, process_block, comm, is_done, progress, lambda block: block.voxels, "blocks")
+    job = _Job(process_block, is_done, "blocks", lambda block: block.voxels, str)
+    return _run_dynamic(blocks, job, comm, progress)
 
 
-def share_files(files: Sequence[str] | None, process_file: Callable[[str], None], comm: Any | None = None, *,
-                progress: Progress | None = None) -> RunStats:
-    """Run `process_file` on each file, one file per rank at a time, the next to whichever rank is free."""
-    return _run_dynamic(files, process_file, comm, None, progress, lambda _: 0, "files")
+def share_files(files: Sequence[T] | None, process_file: Callable[[T], None], comm: Any | None = None, *,
+                progress: Progress | None = None, describe: Callable[[T], str] = lambda f: f"file {f}") -> RunStats:
+    """Run `process_file` on each file (or lane), one per rank at a time, the next to whichever rank is
+    free. Rank 0's `files` and `progress` are used; `describe` names an item in error messages."""
+    return _run_dynamic(files, _Job(process_file, None, "files", lambda _: 0, describe), comm, progress)
 
 
-def _describe(item: object) -> str:
-    return str(item) if isinstance(item, Block) else f"file {item}"
+@dataclass(frozen=True)
+class _Job:
+    """What to do with each item, when to skip it, and how to count and name it."""
+
+    process: Callable[[Any], None]
+    is_done: Callable[[Any], bool] | None
+    unit: str
+    voxels: Callable[[Any], int]
+    describe: Callable[[Any], str]
 
 
 class _Tally:
@@ -137,12 +149,12 @@ class _Tally:
         self.rank, self.computed, self.skipped, self.busy = rank, 0, 0, 0.0
         self.start = time.monotonic()
 
-    def run(self, item: T, process: Callable[[T], None], is_done: Callable[[T], bool] | None) -> bool:
+    def run(self, job: _Job, item: Any) -> bool:
         """Process one item unless it is done; True when it was computed."""
         started = time.monotonic()
-        computed = not (is_done is not None and is_done(item))
+        computed = not (job.is_done is not None and job.is_done(item))
         if computed:
-            process(item)
+            job.process(item)
             self.computed += 1
         else:
             self.skipped += 1
@@ -153,36 +165,32 @@ class _Tally:
         return RankStats(self.rank, self.computed, self.skipped, self.busy, time.monotonic() - self.start)
 
 
-def _run_dynamic(items: Sequence[T] | None, process: Callable[[T], None], comm: Any | None,
-                 is_done: Callable[[T], bool] | None, progress: Progress | None,
-                 voxels: Callable[[T], int], unit: str) -> RunStats:
+def _run_dynamic(items: Sequence[Any] | None, job: _Job, comm: Any | None, progress: Progress | None) -> RunStats:
     if comm is None or comm.Get_size() == 1:
-        return _run_serial(items or (), process, is_done, progress, voxels)
+        return _run_serial(items or (), job, progress)
     from mpi4py import MPI
 
     comm = comm.Dup()  # our tags never meet the caller's messages
     try:
         if comm.Get_rank() != 0:
-            return _run_worker(comm, process, is_done)
-        stats = _run_root(comm, list(items or ()), process, is_done, progress, voxels,
-                          threaded=MPI.Query_thread() >= MPI.THREAD_MULTIPLE)
-        log.info("%s", stats.summary(unit))
+            return _run_worker(comm, job)
+        stats = _run_root(comm, list(items or ()), job, progress, threaded=MPI.Query_thread() >= MPI.THREAD_MULTIPLE)
+        log.info("%s", stats.summary(job.unit))
         return stats
     finally:
         comm.Free()
 
 
-def _run_serial(items: Sequence[T], process: Callable[[T], None], is_done: Callable[[T], bool] | None,
-                progress: Progress | None, voxels: Callable[[T], int]) -> RunStats:
+def _run_serial(items: Sequence[Any], job: _Job, progress: Progress | None) -> RunStats:
     tally = _Tally(0)
     for item in items:
         try:
-            computed = tally.run(item, process, is_done)
+            computed = tally.run(job, item)
         except Exception as err:
-            err.add_note(f"while processing {_describe(item)}")
+            err.add_note(f"while processing {job.describe(item)}")
             raise
         if progress is not None:
-            progress.update(voxels(item), computed)
+            progress.update(job.voxels(item), computed)
     if progress is not None:
         progress.close()
     stats = tally.stats()
@@ -218,7 +226,7 @@ def _wait_recv(comm: Any, source: int, tag: int) -> Any:
     return message.recv()
 
 
-def _run_worker(comm: Any, process: Callable[[T], None], is_done: Callable[[T], bool] | None) -> RunStats:
+def _run_worker(comm: Any, job: _Job) -> RunStats:
     """Ranks 1..N-1: ask rank 0 for items until it answers None; always one request ahead."""
     tally = _Tally(comm.Get_rank())
     comm.send(None, dest=0, tag=_TAG_REQUEST)
@@ -226,9 +234,9 @@ def _run_worker(comm: Any, process: Callable[[T], None], is_done: Callable[[T], 
     while item is not None:
         comm.send(None, dest=0, tag=_TAG_REQUEST)
         try:
-            computed = tally.run(item, process, is_done)
+            computed = tally.run(job, item)
         except Exception as err:
-            _fail(comm, _describe(item), err)
+            _fail(comm, job.describe(item), err)
         comm.send(computed, dest=0, tag=_TAG_REPORT)
         item = _wait_recv(comm, 0, _TAG_WORK)
     comm.send(tally.stats(), dest=0, tag=_TAG_FINISH)
@@ -239,44 +247,49 @@ class _Dispatcher:
     """Rank 0's queue: answers ranks 1..N-1 (from a thread, and from rank 0's main thread between its
     own blocks) and hands items to rank 0's main thread directly."""
 
-    def __init__(self, comm: Any, items: list[T], progress: Progress | None, voxels: Callable[[T], int]) -> None:
+    def __init__(self, comm: Any, items: list[Any], progress: Progress | None, voxels: Callable[[Any], int]) -> None:
         from mpi4py import MPI
 
         self.comm, self.items, self.progress, self.voxels = comm, items, progress, voxels
         self.next = 0
         self.queue_lock = threading.Lock()      # the item counter and the progress
         self.message_lock = threading.Lock()    # one thread at a time answers messages
-        self.outstanding: dict[int, list[T]] = {}   # per rank: items handed out, not yet reported
+        self.outstanding: dict[int, list[Any]] = {}   # per rank: items handed out, not yet reported
+        self.served: set[int] = set()               # ranks that got an answer
         self.finished: list[RankStats] = []
         self.sends: list[Any] = []
         self.status, self.any_source, self.any_tag = MPI.Status(), MPI.ANY_SOURCE, MPI.ANY_TAG
 
-    def take(self) -> T | None:
+    def take(self) -> Any | None:
         with self.queue_lock:
             if self.next == len(self.items):
                 return None
             self.next += 1
             return self.items[self.next - 1]
 
-    def done(self, item: T, computed: bool) -> None:
+    def done(self, item: Any, computed: bool) -> None:
         with self.queue_lock:
             if self.progress is not None:
                 self.progress.update(self.voxels(item), computed)
 
-    @property
-    def remote_running(self) -> bool:
-        return len(self.finished) < self.comm.Get_size() - 1
+    def all_served(self) -> bool:
+        """Every other rank got its first answer."""
+        return len(self.served) == self.comm.Get_size() - 1
 
-    def answer_pending(self, wait: bool) -> int:
-        """Answer every message that has arrived; without `wait`, give up at once if the other thread is
-        answering. Returns how many were answered."""
-        if not self.message_lock.acquire(blocking=wait):
-            return 0
+    def all_finished(self) -> bool:
+        """Every other rank has finished."""
+        return len(self.finished) == self.comm.Get_size() - 1
+
+    def answer_pending(self) -> int:
+        """Answer every message that has arrived; returns how many."""
+        self.message_lock.acquire()
         try:
             answered = 0
+            self.comm.Iprobe(source=self.any_source, tag=self.any_tag)  # progress: messages arrived meanwhile show up
             while (message := self.comm.improbe(source=self.any_source, tag=self.any_tag, status=self.status)):
                 payload, rank, tag = message.recv(), self.status.Get_source(), self.status.Get_tag()
                 if tag == _TAG_REQUEST:
+                    self.served.add(rank)
                     item = self.take()
                     if item is not None:
                         self.outstanding.setdefault(rank, []).append(item)
@@ -292,38 +305,41 @@ class _Dispatcher:
         finally:
             self.message_lock.release()
 
-    def serve(self) -> None:
-        """Answer ranks 1..N-1 until each has finished."""
+    def serve_until(self, condition: Callable[[], bool]) -> None:
+        """Answer messages as they come until `condition()` holds."""
         pauses = _backoff()
-        while self.remote_running:
-            if self.answer_pending(wait=True):
+        while not condition():
+            if self.answer_pending():
                 pauses = _backoff()
             else:
                 time.sleep(next(pauses))
-        for request in self.sends:
-            request.wait()
 
 
-def _run_root(comm: Any, items: list[T], process: Callable[[T], None], is_done: Callable[[T], bool] | None,
-              progress: Progress | None, voxels: Callable[[T], int], threaded: bool) -> RunStats:
+def _run_root(comm: Any, items: list[Any], job: _Job, progress: Progress | None, threaded: bool) -> RunStats:
     """Rank 0: dispatch, and compute too when MPI allows a dispatcher thread. Between its own blocks the
     main thread answers waiting ranks itself: a kernel that holds the GIL starves the thread meanwhile."""
-    dispatcher = _Dispatcher(comm, items, progress, voxels)
+    dispatcher = _Dispatcher(comm, items, progress, job.voxels)
     tally = _Tally(0)
     if threaded:
-        thread = threading.Thread(target=dispatcher.serve, name="hpc-ilastik-dispatcher", daemon=True)
+        thread = threading.Thread(target=dispatcher.serve_until, args=(dispatcher.all_finished,),
+                                  name="hpc-ilastik-dispatcher", daemon=True)
         thread.start()
+        # The others' first requests follow the collective Dup at once: answer them before computing,
+        # so that none waits for rank 0's first block.
+        dispatcher.serve_until(dispatcher.all_served)
         while (item := dispatcher.take()) is not None:
             try:
-                computed = tally.run(item, process, is_done)
+                computed = tally.run(job, item)
             except Exception as err:
-                _fail(comm, _describe(item), err)
+                _fail(comm, job.describe(item), err)
             dispatcher.done(item, computed)
-            dispatcher.answer_pending(wait=False)
+            dispatcher.answer_pending()
         thread.join()
     else:
         log.warning("this MPI does not provide MPI_THREAD_MULTIPLE: rank 0 only hands out work")
-        dispatcher.serve()
+        dispatcher.serve_until(dispatcher.all_finished)
+    for request in dispatcher.sends:
+        request.wait()
     if progress is not None:
         progress.close()
     stats = RunStats(tuple(sorted(dispatcher.finished + [tally.stats()], key=lambda r: r.rank)),

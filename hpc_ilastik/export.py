@@ -14,6 +14,7 @@ import math
 import os
 import string
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -99,27 +100,38 @@ def parse_range(value: str | Sequence[float], option: str) -> Range:
     return tuple(np.asarray(v).item() for v in items)  # type: ignore[return-value]
 
 
+class StoredRanges(Protocol):
+    """The renormalisation ranges a project stores (project.ExportSettings); None where unset."""
+
+    input_min: float | None
+    input_max: float | None
+    export_min: float | None
+    export_max: float | None
+
+
 def resolve_normalization(
     pipeline_drange: str | Sequence[float] | None,
     export_drange: str | Sequence[float] | None,
-    stored_input: Sequence[float] | None = None,
-    stored_export: Sequence[float] | None = None,
+    stored: StoredRanges | None = None,
 ) -> tuple[Range, Range] | tuple[None, None]:
     """(input range, export range) to renormalise with, or (None, None) for a plain cast.
 
     ilastik's rule: the command-line pair wins when both are given; `--export_drange` alone is an error;
     `--pipeline_result_drange` alone is ignored (warning). Otherwise the project's stored ranges apply
-    when both are stored."""
+    when all four values are stored."""
     if export_drange is not None and pipeline_drange is None:
         raise UserError("Cannot renormalize to custom export_drange without a specified pipeline_result_drange.")
     if export_drange is not None:
         return parse_range(pipeline_drange, "--pipeline_result_drange"), parse_range(export_drange, "--export_drange")
     if pipeline_drange is not None:
         log.warning("--pipeline_result_drange is ignored without --export_drange (as in ilastik)")
-    if stored_input is not None and stored_export is not None:
-        return parse_range(stored_input, "the project's stored input range"), parse_range(
-            stored_export, "the project's stored export range")
-    return None, None
+    if stored is None:
+        return None, None
+    values = (stored.input_min, stored.input_max, stored.export_min, stored.export_max)
+    if any(v is None for v in values):
+        return None, None
+    return (parse_range(values[:2], "the project's stored input range"),
+            parse_range(values[2:], "the project's stored export range"))
 
 
 # ---- values ----------------------------------------------------------------------------------------
@@ -129,15 +141,17 @@ def normalize(x: np.ndarray, input_range: Sequence[float], export_range: Sequenc
     """ilastik ≥ 1.4.2 renormalisation: c + (x − a)·ratio, ratio = float32((d−c)/(b−a)) computed in float64
     (0 when b ≈ a); float data going to an integer dtype is rounded half-to-even first; no clipping.
 
-    Float data is computed in its own precision (as ilastik); integer data in float64 (ilastik would
-    wrap in the integer type first)."""
-    a, b = (float(v) for v in input_range)
-    c, d = (float(v) for v in export_range)
+    The arithmetic follows ilastik's numpy 1 types: the range values act as Python scalars, so float32
+    data stays float32 and integer data minus an integer start stays in the (value-promoted) integer type."""
+    a, b = (np.asarray(v).item() for v in input_range)
+    c, d = (np.asarray(v).item() for v in export_range)
     dtype = np.dtype(dtype)
     spread_in = np.float64(b) - np.float64(a)
     ratio = np.float32(0.0) if np.isclose(spread_in, 0.0) else np.float32((np.float64(d) - np.float64(c)) / spread_in)
     floating = np.issubdtype(x.dtype, np.floating)
-    values = c + ((x if floating else x.astype(np.float64)) - a) * ratio
+    if not floating and isinstance(a, int):
+        x = x.astype(np.result_type(x.dtype, np.min_scalar_type(a)), copy=False)
+    values = c + (x - a) * ratio
     if floating and np.issubdtype(dtype, np.integer):
         values = np.rint(values)
     with np.errstate(invalid="ignore", over="ignore"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+from numpy.typing import ArrayLike
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.filters import (
@@ -66,14 +67,16 @@ class FeatureSelection:
             raise UserError(f"Feature scales must be positive numbers, got {list(self.scales)}.")
 
     @classmethod
-    def from_arrays(cls, feature_ids, scales, matrix, compute_in_2d=None) -> "FeatureSelection":
+    def from_arrays(
+        cls, feature_ids: ArrayLike, scales: ArrayLike, matrix: ArrayLike, compute_in_2d: ArrayLike | None = None
+    ) -> "FeatureSelection":
         """Build from what HDF5 gives (bytes ids, numpy arrays)."""
         ids = tuple(f.decode() if isinstance(f, bytes) else str(f) for f in np.ravel(feature_ids))
         in_2d = None if compute_in_2d is None else tuple(bool(v) for v in np.ravel(compute_in_2d))
         return cls(
             feature_ids=ids,
             scales=tuple(float(s) for s in np.ravel(scales)),
-            matrix=tuple(tuple(bool(v) for v in row) for row in np.atleast_2d(matrix)),
+            matrix=tuple(tuple(bool(v) for v in np.ravel(row)) for row in np.asarray(matrix)),
             compute_in_2d=in_2d or None,
         )
 
@@ -334,16 +337,17 @@ def compute_features(block_zyxc: np.ndarray, plan: FeaturePlan) -> np.ndarray:
         raise ValueError(f"expected a (z, y, x, {plan.n_input_channels}) block, got shape {block.shape}")
     spatial = block.shape[:3]
     stack = np.empty((plan.n_channels_out,) + spatial, np.float32)
-    for st in plan.steps:
-        outs = [o for o in plan.outputs if o.column == st.column]
-        for c in range(plan.n_input_channels):
-            channel = np.ascontiguousarray(block[..., c], dtype=np.float32)
+    for c in range(plan.n_input_channels):
+        channel = np.ascontiguousarray(block[..., c], dtype=np.float32)
+        for st in plan.steps:
             pre = gaussian_smoothing(channel, st.presmooth_sigma, PRESMOOTH_WINDOW, st.presmooth_axes)
-            targets = {}
-            for o in outs:
-                first = o.first_channel + c * o.n_channels
-                targets[o.feature_id] = stack[first:first + o.n_channels]
+            targets = {
+                o.feature_id: stack[o.first_channel + c * o.n_channels:o.first_channel + (c + 1) * o.n_channels]
+                for o in plan.outputs
+                if o.column == st.column
+            }
             _scale_features(pre, st.feature_sigma, st.feature_axes, targets)
     out = np.empty(spatial + (plan.n_channels_out,), np.float32)
-    _channels_last(stack.reshape(plan.n_channels_out, -1), out.reshape(-1, plan.n_channels_out))
+    n_pixels = math.prod(spatial)
+    _channels_last(stack.reshape(plan.n_channels_out, n_pixels), out.reshape(n_pixels, plan.n_channels_out))
     return out

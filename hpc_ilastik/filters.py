@@ -3,9 +3,11 @@
 Every array here is 3-D `zyx` float32; a filter runs along the axes it is given (a 2-D image is
 `z == 1` filtered along (1, 2); "per-slice 2-D" is the same call on a thicker stack). The border is
 a mirror without repeating the edge sample (in[-1] = in[1], scipy's mode "mirror"). Kernel taps are
-computed in double and applied as float32; sums run in float32 like fastfilters' SIMD code.
+computed in double and stored as float32; each 1-D pass sums in double and rounds its result to
+float32, so every intermediate image is float32 as in fastfilters.
 """
 
+import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -151,8 +153,8 @@ def derivative_bank(
     return {t: level[t] for t in wanted}
 
 
-def _unit(n: int, i: int, order: int = 1) -> tuple[int, ...]:
-    return tuple(order if a == i else 0 for a in range(n))
+def _unit(n: int, i: int) -> tuple[int, ...]:
+    return tuple(1 if a == i else 0 for a in range(n))
 
 
 def gaussian_smoothing(img: np.ndarray, sigma: float, window: float, axes: Sequence[int]) -> np.ndarray:
@@ -191,84 +193,83 @@ def hessian(img: np.ndarray, sigma: float, window: float, axes: Sequence[int]) -
 
 @njit(cache=True, error_model="numpy")
 def _eigenvalues_2x2(a, b, c, out):
-    half = np.float32(0.5)
+    """mean ± sqrt(((a - c)/2)² + b²), evaluated in double and rounded to float32."""
     for i in range(a.shape[0]):
-        mean = (a[i] + c[i]) * half
-        d = (a[i] - c[i]) * half
-        s = np.sqrt(d * d + b[i] * b[i])
+        x = np.float64(a[i])
+        y = np.float64(c[i])
+        xy = np.float64(b[i])
+        mean = (x + y) * 0.5
+        d = (x - y) * 0.5
+        s = np.sqrt(d * d + xy * xy)
         out[0, i] = mean + s
         out[1, i] = mean - s
 
 
+_ATAN_SERIES = tuple((-1) ** k / (2 * k + 1) for k in range(12))[::-1]  # atan(u)/u in u², highest first
+_COS_SERIES = tuple((-1) ** k / math.factorial(2 * k) for k in range(10))[::-1]
+_SIN_SERIES = tuple((-1) ** k / math.factorial(2 * k + 1) for k in range(10))[::-1]
+
+
+@njit(cache=True, error_model="numpy")
+def _horner(coefficients, x):
+    total = 0.0
+    for c in coefficients:
+        total = total * x + c
+    return total
+
+
 @njit(cache=True, error_model="numpy")
 def _atan2_upper(y, x):
-    """atan2(y, x) for y >= 0 in float32 (in [0, pi]); branch-free so the caller's loop vectorises."""
-    f = np.float32
+    """atan2(y, x) in double for y >= 0 (result in [0, pi]); branch-free so the caller's loop vectorises."""
     ax = abs(x)
     big = max(ax, y)
-    t = min(ax, y) / (big if big > f(0) else f(1))  # in [0, 1]
+    t = min(ax, y) / (big if big > 0.0 else 1.0)  # in [0, 1]
     # atan(t) = pi/6 + atan((sqrt3·t - 1)/(sqrt3 + t)) brings t > tan(pi/12) into |u| <= tan(pi/12)
-    reduce = t > f(0.2679491924311227)
-    sqrt3 = f(1.7320508075688772)
-    u = (sqrt3 * t - f(1)) / (sqrt3 + t) if reduce else t
-    u2 = u * u
-    poly = f(1 / 11) - u2 * f(1 / 13)
-    poly = f(1 / 9) - u2 * poly
-    poly = f(1 / 7) - u2 * poly
-    poly = f(1 / 5) - u2 * poly
-    poly = f(1 / 3) - u2 * poly
-    a = u - u * u2 * poly + (f(np.pi / 6) if reduce else f(0))
-    a = f(np.pi / 2) - a if y > ax else a
-    return f(np.pi) - a if x < f(0) else a
-
-
-@njit(cache=True, error_model="numpy")
-def _cos_sin(x):
-    """cos and sin of x in [0, pi/3] by their Taylor series (error < 1e-8), float32."""
-    f = np.float32
-    x2 = x * x
-    c = f(1 / 40320) - x2 * f(1 / 3628800)
-    c = f(1 / 720) - x2 * c
-    c = f(1 / 24) - x2 * c
-    c = f(1 / 2) - x2 * c
-    c = f(1) - x2 * c
-    s = f(1 / 362880) - x2 * f(1 / 39916800)
-    s = f(1 / 5040) - x2 * s
-    s = f(1 / 120) - x2 * s
-    s = f(1 / 6) - x2 * s
-    s = x - x * x2 * s
-    return c, s
+    reduce = t > 0.2679491924311227
+    sqrt3 = 1.7320508075688772
+    u = (sqrt3 * t - 1.0) / (sqrt3 + t) if reduce else t
+    a = u * _horner(_ATAN_SERIES, u * u) + (np.pi / 6 if reduce else 0.0)
+    a = np.pi / 2 - a if y > ax else a
+    return np.pi - a if x < 0.0 else a
 
 
 @njit(cache=True, error_model="numpy")
 def _eigenvalues_3x3(a00, a01, a02, a11, a12, a22, out):
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
-    half = np.float32(0.5)
-    two = np.float32(2.0)
-    three = np.float32(3.0)
-    sqrt3 = np.float32(np.sqrt(3.0))
+    """Closed-form eigenvalues (the trigonometric solution of the characteristic cubic, on the matrix
+    divided by its largest |entry|) evaluated in double, so that near-degenerate eigenvalues are not
+    float32 noise (~sqrt(eps)·scale); results rounded to float32."""
+    sqrt3 = np.sqrt(3.0)
     for i in range(a00.shape[0]):
-        m = max(abs(a00[i]), abs(a01[i]), abs(a02[i]), abs(a11[i]), abs(a12[i]), abs(a22[i]))
-        d = m if m > zero else one  # a zero matrix stays zero; NaN entries propagate
-        b00 = a00[i] / d
-        b01 = a01[i] / d
-        b02 = a02[i] / d
-        b11 = a11[i] / d
-        b12 = a12[i] / d
-        b22 = a22[i] / d
+        x00 = np.float64(a00[i])
+        x01 = np.float64(a01[i])
+        x02 = np.float64(a02[i])
+        x11 = np.float64(a11[i])
+        x12 = np.float64(a12[i])
+        x22 = np.float64(a22[i])
+        m = max(abs(x00), abs(x01), abs(x02), abs(x11), abs(x12), abs(x22))
+        d = m if m > 0.0 else 1.0  # a zero matrix stays zero; NaN entries propagate
+        inv = 1.0 / d
+        b00 = x00 * inv
+        b01 = x01 * inv
+        b02 = x02 * inv
+        b11 = x11 * inv
+        b12 = x12 * inv
+        b22 = x22 * inv
         # characteristic polynomial  l³ - c2·l² + c1·l - c0
-        c0 = b00 * b11 * b22 + two * b01 * b02 * b12 - b00 * b12 * b12 - b11 * b02 * b02 - b22 * b01 * b01
+        c0 = b00 * b11 * b22 + 2.0 * b01 * b02 * b12 - b00 * b12 * b12 - b11 * b02 * b02 - b22 * b01 * b01
         c1 = b00 * b11 - b01 * b01 + b00 * b22 - b02 * b02 + b11 * b22 - b12 * b12
         c2 = b00 + b11 + b22
-        # depressed cubic x³ + p·x + q with l = x + c2/3, solved with the trigonometric formula
-        shift = c2 / three
-        p3 = min((c1 - c2 * shift) / three, zero)
-        mq2 = half * (c0 + shift * (two * shift * shift - c1))
-        disc = min(mq2 * mq2 + p3 * p3 * p3, zero)
+        # depressed cubic x³ + p·x + q with l = x + c2/3: x = 2·sqrt(-p/3)·cos((atan2(...) + 2·pi·k)/3)
+        shift = c2 / 3.0
+        p3 = min((c1 - c2 * shift) / 3.0, 0.0)
+        mq2 = 0.5 * (c0 + shift * (2.0 * shift * shift - c1))
+        disc = min(mq2 * mq2 + p3 * p3 * p3, 0.0)
         mag = np.sqrt(-p3)
-        cs, sn = _cos_sin(_atan2_upper(np.sqrt(-disc), mq2) / three)
-        r0 = (shift + two * mag * cs) * d
+        angle = _atan2_upper(np.sqrt(-disc), mq2) / 3.0  # in [0, pi/3]
+        angle2 = angle * angle
+        cs = _horner(_COS_SERIES, angle2)
+        sn = angle * _horner(_SIN_SERIES, angle2)
+        r0 = (shift + 2.0 * mag * cs) * d
         r1 = (shift - mag * (cs + sqrt3 * sn)) * d
         r2 = (shift - mag * (cs - sqrt3 * sn)) * d
         hi = max(r0, r1)
@@ -280,7 +281,8 @@ def _eigenvalues_3x3(a00, a01, a02, a11, a12, a22, out):
 
 def eigenvalues(upper: Sequence[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
     """Eigenvalues of symmetric 1x1, 2x2 or 3x3 matrix fields given by their upper triangle
-    (row-major: a00 / a00, a01, a11 / a00, a01, a02, a11, a12, a22), float32 closed form.
+    (row-major: a00 / a00, a01, a11 / a00, a01, a02, a11, a12, a22): fastfilters' closed forms,
+    evaluated in double and returned as float32.
 
     Returns an (n, ...) array, channel 0 = largest eigenvalue; `out` may be a float32 array
     of that shape (C-contiguous per channel) to write into.

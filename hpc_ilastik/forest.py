@@ -49,7 +49,7 @@ _DEFAULT_OPTIONS = {
 _BATCH_ROWS = 4096
 
 
-@dataclass
+@dataclass(eq=False)
 class VigraForest:
     """One vigra forest, flattened.
 
@@ -87,7 +87,8 @@ class VigraForest:
 
 
 def _damaged(group: h5py.Group, why: str) -> UserError:
-    return UserError(f"The random forest '{group.name}' in {group.file.filename} is damaged or not a vigra forest: {why}.")
+    return UserError(
+        f"The random forest '{group.name}' in {group.file.filename} is damaged or not a vigra forest: {why}.")
 
 
 def _scalar(group: h5py.Group, path: str) -> float:
@@ -119,8 +120,8 @@ def _flatten_tree(group: h5py.Group, topology: np.ndarray, parameters: np.ndarra
         kinds = topology[frontier]
         if not np.isin(kinds, (SPLIT_NODE, LEAF_NODE)).all():
             bad = int(kinds[~np.isin(kinds, (SPLIT_NODE, LEAF_NODE))][0])
-            raise UserError(f"The random forest '{group.name}' uses node type {bad:#x}, which hpc-ilastik does not support "
-                            "(only threshold splits and constant-probability leaves, as ilastik trains them).")
+            raise UserError(f"The random forest '{group.name}' uses node type {bad:#x}, which hpc-ilastik does not "
+                            "support (only threshold splits and constant-probability leaves, as ilastik trains them).")
         levels.append(frontier)
         splits = frontier[kinds == SPLIT_NODE]
         if splits.size and splits.max() + 4 >= size:
@@ -156,7 +157,8 @@ def read_vigra_forest(group: h5py.Group) -> VigraForest:
     labels = np.asarray(group["_ext_param/labels"][()] if "_ext_param/labels" in group else [], dtype=np.uint32).ravel()
     if n_classes < 1 or n_features < 1 or len(labels) != n_classes:
         raise _damaged(group, "class count, feature count and labels disagree")
-    tree_names = sorted((k for k in group if k.startswith("Tree_")), key=lambda k: int(k[5:]) if k[5:].isdigit() else -1)
+    tree_names = sorted((k for k in group if k.startswith("Tree_")),
+                        key=lambda k: int(k[5:]) if k[5:].isdigit() else -1)
     if not tree_names or int(_scalar(group, "_options/tree_count_")) != len(tree_names):
         raise _damaged(group, "tree_count_ does not match the stored trees")
     parts = []
@@ -198,12 +200,13 @@ def write_vigra_forest(group: h5py.Group, forest: VigraForest) -> None:
     """Write `forest` into the empty `group` in vigra's `writeHDF5` layout (readable by vigra and ilastik)."""
     n_classes = len(forest.labels)
     group.attrs["vigra_random_forest_version"] = np.array([FOREST_VERSION])
-    options = dict(_DEFAULT_OPTIONS, predict_weighted_=float(forest.predict_weighted), tree_count_=float(forest.n_trees))
+    options = dict(_DEFAULT_OPTIONS, predict_weighted_=float(forest.predict_weighted),
+                   tree_count_=float(forest.n_trees))
     for name, value in sorted(options.items()):
         group.create_dataset(f"_options/{name}", data=np.array([value], dtype=np.float64))
     ext = {
         "actual_msample_": forest.n_samples, "actual_mtry_": forest.mtry, "class_count_": n_classes,
-        "column_count_": forest.n_features, "is_weighted_": 0, "precision_": 0, "problem_type_": 1,
+        "column_count_": forest.n_features, "is_weighted_": 1, "precision_": 0, "problem_type_": 1,
         "response_size_": 1, "row_count_": forest.n_samples, "used_": 1,
     }
     for name, value in sorted(ext.items()):
@@ -218,7 +221,7 @@ def write_vigra_forest(group: h5py.Group, forest: VigraForest) -> None:
 
 
 def _encode_tree(forest: VigraForest, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """vigra topology (int32) and parameters (float64) of tree k: its splits first (root at offset 2), then its leaves."""
+    """vigra topology (int32) and parameters (float64) of tree k: splits first (root at offset 2), then leaves."""
     s0, s1 = int(forest.split_start[k]), int(forest.split_start[k + 1])
     l0, l1 = int(forest.leaf_start[k]), int(forest.leaf_start[k + 1])
     ns, nl, nc = s1 - s0, l1 - l0, len(forest.labels)
@@ -243,7 +246,7 @@ def _encode_tree(forest: VigraForest, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def from_sklearn(model, predict_weighted: bool = False) -> VigraForest:
-    """A VigraForest that predicts exactly like a fitted sklearn RandomForestClassifier / list of DecisionTreeClassifier.
+    """A VigraForest predicting exactly like a fitted sklearn RandomForestClassifier or list of DecisionTreeClassifier.
 
     sklearn sends x left when `x <= t` (t float64); vigra when `x < t'`. With t' = nextafter(t, +inf)
     the two agree for every float64 x, so for every float32 feature. Leaf probabilities are the
@@ -340,7 +343,7 @@ def _predict_kernel(X, feature, threshold, children, roots, leaf_values, forest_
                     out[start + r, c] /= total_trees
 
 
-@dataclass
+@dataclass(eq=False)
 class ForestEnsemble:
     """ilastik's ParallelVigraRfLazyflowClassifier: several vigra forests trained on the same data."""
 
@@ -402,8 +405,8 @@ class ForestEnsemble:
         """
         n_columns = len(self.forests[0].labels)
         if n_columns > n_label_channels:
-            raise UserError(f"The classifier knows {n_columns} classes but the project has only {n_label_channels} labels; "
-                            "retrain it (--retrain).")
+            raise UserError(f"The classifier knows {n_columns} classes but the project has only {n_label_channels} "
+                            "labels; retrain it (--retrain).")
         probs = self._columns(X, combine=True)
         if n_columns == n_label_channels:
             return probs

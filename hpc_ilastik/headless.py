@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -83,14 +83,14 @@ def resolve_stages(project: Project, shape_tzyxc: tuple[int, ...], retrain: bool
 
             why = "--retrain" if retrain or tree_count is not None else "the project has no trained classifier"
             log.info("training stage %d from the project's labels (%s)", index + 1, why)
-            ensemble = retrain_stage(project, index, tree_count or 100)
+            ensemble = retrain_stage(project, index, tree_count or 100, earlier=[s.ensemble for s in stages])
         if ensemble.n_features != plan.n_channels_out:
             trained = project.lanes[0].roles.get("Raw Data") if project.lanes else None
             raise UserError(
                 f"the input has {n_channels if index == 0 else n_channels - stages[-1].n_classes} channel(s) "
                 f"and gives {plan.n_channels_out} features, but the project's classifier was trained on "
                 f"{ensemble.n_features} features"
-                + (f" (training image {trained.nickname!r}, shape {tuple(trained.shape)}, axes {trained.axes})" if trained else "")
+                + (f" (training image {trained.nickname!r}, axes {trained.axes})" if trained else "")
             )
         n_classes = max(len(stage.label_names), 1)
         stages.append(PixelStage(plan=plan, ensemble=ensemble, n_classes=n_classes))
@@ -174,7 +174,8 @@ def run_image(project: Project, source: Source, mask: Source | None, options: Ex
     request = options.request
     channels = output_channels(request, stages, shape[4])
     pipeline_dtype, drange = source_dtype_and_drange(request.kind, source.dtype)
-    region = export.parse_cutout(options.cutout, shape) if options.cutout else tuple(slice(0, n) for n in shape)
+    export_shape = shape[:4] + (channels,)
+    region = export.parse_cutout(options.cutout, export_shape) if options.cutout else tuple(slice(0, n) for n in export_shape)
     region_shape = tuple(s.stop - s.start for s in region[:4]) + (channels,)
     out_axes = export.output_axes(source.axes, options.axis_order, region_shape)
     out_dtype = np.dtype(options.export_dtype or pipeline_dtype)
@@ -187,13 +188,14 @@ def run_image(project: Project, source: Source, mask: Source | None, options: Ex
         region=region, base_dir=os.getcwd() if options.template_from_cli else os.path.dirname(os.path.abspath(project.path)))
     check_not_overwriting(path, list(source.paths) + [os.path.abspath(project.path)])
     block_shape = block_shape_for(args, shape)
-    grid = blk.plan_blocks(shape, block_shape, region)
+    grid = blk.plan_blocks(shape, block_shape, region[:4] + (slice(0, shape[4]),))
     context = halo(stages, request.stage if request.kind != "All Probabilities" else len(stages) - 1)
     writer = open_writer(
         options.output_format, path, internal_path=options.internal_path,
         shape=export.reorder_shape(region_shape, out_axes), dtype=out_dtype, axes=out_axes,
         chunks=export.reorder_shape(tuple(block_shape[:4]) + (channels,), out_axes), drange=drange,
-        resolutions=source.resolutions, comm=comm,
+        resolutions=source.resolutions, units=source.units, comm=comm,
+        offset=tuple(s.start for s in export.reorder_slices(region[:4] + (slice(0, channels),), out_axes)),
         fingerprint=_fingerprint(project, source, options, block_shape))
 
     def process(block: blk.Block) -> None:
@@ -236,5 +238,3 @@ def _fingerprint(project: Project, source: Source, options: ExportOptions, block
         "dtype": options.export_dtype, "drange": [options.pipeline_drange, options.export_drange],
     }
 
-
-__all__ = ["run_headless", "run_image", "export_options", "resolve_stages", "ExportOptions", "replace"]

@@ -15,7 +15,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import h5py
 import numpy as np
@@ -75,15 +75,21 @@ class _Image:
         return tuple(sizes.get(key, 1) for key in INTERNAL_AXES)
 
 
-def _as_image(raw: Source | tuple[np.ndarray, str], nickname: str | None) -> _Image:
+def _as_image(raw: Source | tuple[np.ndarray, str], nickname: str | None, file_path: str | None) -> _Image:
+    """The image as ilastik will see it: PNG & co. always get a channel axis (vigra's impex gives yxc)."""
     if isinstance(raw, Source):
-        return _Image(raw.axes, tuple(raw.shape), np.dtype(raw.dtype), nickname or raw.nickname,
-                      raw.resolutions, raw.read)
-    array, axes = raw
-    if len(axes) != array.ndim:
-        raise ValueError(f"axes {axes!r} do not match an array of shape {array.shape}")
-    view = to_tzyxc(array, axes)
-    return _Image(axes, tuple(array.shape), array.dtype, nickname or "image", None, lambda roi: view[roi])
+        image = _Image(raw.axes, tuple(raw.shape), np.dtype(raw.dtype), nickname or raw.nickname,
+                       raw.resolutions, raw.read)
+    else:
+        array, axes = raw
+        if len(axes) != array.ndim:
+            raise ValueError(f"axes {axes!r} do not match an array of shape {array.shape}")
+        view = to_tzyxc(array, axes)
+        image = _Image(axes, tuple(array.shape), array.dtype, nickname or "image", None, lambda roi: view[roi])
+    ext = os.path.splitext(file_path or "")[1].lower()
+    if ext in CHANNEL_ALWAYS_EXTS and "c" not in image.axes:
+        return replace(image, axes=image.axes + "c", shape=image.shape + (1,))
+    return image
 
 
 def lane_axes(shape_tzyxc: Sequence[int]) -> str:
@@ -100,6 +106,11 @@ def _scalar_text(group: h5py.Group, name: str, text: str | bytes) -> None:
     group.create_dataset(name, data=text.encode() if isinstance(text, str) else text, dtype=_ASCII)
 
 
+def _storage_version(group: h5py.Group, version: str) -> None:
+    """`StorageVersion`: ilastik writes it as a Python str (variable-length UTF-8), unlike its other texts."""
+    group.create_dataset("StorageVersion", data=version, dtype=h5py.string_dtype("utf-8"))
+
+
 def _write_root(f: h5py.File) -> None:
     _scalar_text(f, "ilastikVersion", ILASTIK_VERSION)
     _scalar_text(f, "workflowName", WORKFLOW_NAME)
@@ -107,19 +118,17 @@ def _write_root(f: h5py.File) -> None:
     f.create_dataset("currentApplet", data=np.int64(TRAINING_APPLET))
 
 
-def _stored_axes(image: _Image, file_path: str | None) -> tuple[str, tuple[int, ...]]:
-    """Axes and shape the project records for the image: ilastik sees a channel axis on PNG & co."""
-    ext = os.path.splitext(file_path or "")[1].lower()
-    if file_path is not None and ext in CHANNEL_ALWAYS_EXTS and "c" not in image.axes:
-        return image.axes + "c", image.shape + (1,)
-    return image.axes, image.shape
-
-
 def _copy_inside(f: h5py.File, image: _Image, dataset_id: str) -> str:
     """Copy the image (its own axes) into `Input Data/local_data/<id>`, slab by slab; return its path."""
     chunks = tuple(min(n, 64 if key in "zyx" else 1) if key != "c" else n for key, n in zip(image.axes, image.shape))
     dataset = f.create_dataset(f"{LOCAL_DATA}/{dataset_id}", shape=image.shape, dtype=image.dtype, chunks=chunks)
+    # the metadata ilastik's OpH5N5WriterBigDataset attaches (drange: ilastik assumes 0..255 for uint8)
     dataset.attrs["axistags"] = make_axistags(image.axes, image.resolutions)
+    dataset.attrs["display_mode"] = "default"
+    if image.dtype == np.uint8:
+        dataset.attrs["drange"] = np.array([0, 255], dtype=np.int64)
+    for index, key in enumerate(image.axes):
+        dataset.dims[index].label = key
     t_size, z_size = image.shape_tzyxc[:2]
     slab = 32
     for t in range(t_size):
@@ -130,18 +139,20 @@ def _copy_inside(f: h5py.File, image: _Image, dataset_id: str) -> str:
 
 
 def _project_file_path(file_path: str, project_dir: str) -> tuple[str, str]:
-    """(`__class__`, filePath): relative to the project's folder when the image lies below it, else absolute."""
-    absolute = os.path.abspath(file_path)
-    relative = os.path.relpath(absolute, project_dir)
-    if relative != ".." and not relative.startswith(".." + os.sep):
-        return "RelativeFilesystemDatasetInfo", relative.replace(os.sep, "/")
-    return "FilesystemDatasetInfo", absolute.replace(os.sep, "/")
+    """(`__class__`, filePath): paths relative to the project's folder when every file lies below it, else
+    absolute; several files (a stack) stay joined by os.pathsep, globs and HDF5 inner paths are kept."""
+    absolute = [os.path.abspath(part) for part in file_path.split(os.pathsep) if part]
+    relative = [os.path.relpath(part, project_dir) for part in absolute]
+    if all(r != ".." and not r.startswith(".." + os.sep) for r in relative):
+        return "RelativeFilesystemDatasetInfo", os.pathsep.join(r.replace(os.sep, "/") for r in relative)
+    return "FilesystemDatasetInfo", os.pathsep.join(a.replace(os.sep, "/") for a in absolute)
 
 
 def _write_input_data(f: h5py.File, image: _Image, file_path: str | None, project_dir: str) -> None:
+    """One lane: the image referenced by `file_path`, or copied into the project when it is None."""
     top = f.create_group("Input Data")
     top.create_dataset("Role Names", data=[name.encode() for name in ROLE_NAMES], dtype=_ASCII)
-    _scalar_text(top, "StorageVersion", "0.2")
+    _storage_version(top, "0.2")
     top.create_group("local_data")
     lane = top.create_group("infos/lane0000")
     lane.create_group("Prediction Mask")
@@ -149,25 +160,23 @@ def _write_input_data(f: h5py.File, image: _Image, file_path: str | None, projec
     dataset_id = str(uuid.uuid1())
     if file_path is None:
         inner_path = _copy_inside(f, image, dataset_id)
-        axes, shape = image.axes, image.shape
         _scalar_text(info, "__class__", "ProjectInternalDatasetInfo")
         _scalar_text(info, "location", "ProjectInternal")
         _scalar_text(info, "filePath", inner_path)
         _scalar_text(info, "inner_path", inner_path)
         info.create_dataset("fromstack", data=True)
     else:
-        axes, shape = _stored_axes(image, file_path)
         class_name, stored_path = _project_file_path(file_path, project_dir)
         _scalar_text(info, "__class__", class_name)
         _scalar_text(info, "location", "FileSystem")
         _scalar_text(info, "filePath", stored_path)
     info.create_dataset("allowLabels", data=True)
-    _scalar_text(info, "axistags", make_axistags(axes, image.resolutions))
+    _scalar_text(info, "axistags", make_axistags(image.axes, image.resolutions))
     _scalar_text(info, "datasetId", dataset_id)
     _scalar_text(info, "display_mode", "default")
     _scalar_text(info, "nickname", image.nickname)
     info.create_dataset("normalizeDisplay", data=False)
-    info.create_dataset("shape", data=np.asarray(shape, dtype=np.int64))
+    info.create_dataset("shape", data=np.asarray(image.shape, dtype=np.int64))
     info.create_dataset("scale_locked", data=False)
     _scalar_text(info, "working_scale", "")
 
@@ -178,7 +187,7 @@ def _write_feature_selection(f: h5py.File, selection: FeatureSelection, z_size: 
     group.create_dataset("Scales", data=np.asarray(selection.scales, dtype=np.float64))
     group.create_dataset("SelectionMatrix", data=np.asarray(selection.matrix, dtype=bool))
     group.create_dataset("ComputeIn2d", data=np.asarray(selection.resolved_in_2d(z_size), dtype=bool))
-    _scalar_text(group, "StorageVersion", "0.1")
+    _storage_version(group, "0.1")
 
 
 def _block_slice_text(slices: Sequence[slice]) -> bytes:
@@ -219,7 +228,7 @@ def _write_pixel_classification(f: h5py.File, blocks: Sequence[LabelBlock], axes
     _scalar_text(group, "ClassifierFactory", _FACTORY_TEMPLATE.format(trees=int(tree_count), forests=int(n_forests)))
     if ensemble is not None:
         write_classifier(group.create_group("ClassifierForests"), ensemble, list(feature_names))
-    _scalar_text(group, "StorageVersion", "0.1")
+    _storage_version(group, "0.1")
 
 
 def _write_prediction_export(f: h5py.File) -> None:
@@ -227,7 +236,7 @@ def _write_prediction_export(f: h5py.File) -> None:
     _scalar_text(group, "OutputFilenameFormat", "{dataset_dir}/{nickname}_{result_type}")
     _scalar_text(group, "OutputFormat", "hdf5")
     _scalar_text(group, "OutputInternalPath", "exported_data")
-    _scalar_text(group, "StorageVersion", "0.1")
+    _storage_version(group, "0.1")
 
 
 def write_pixel_classification_project(
@@ -248,12 +257,13 @@ def write_pixel_classification_project(
 
     `raw` is an opened input or an (array, axes) pair; it is copied into the project when
     `store_data_inside`, else referenced by `raw_file_path` (the input argument, e.g. `f.h5/raw`;
-    stored relative to the project when it lies below the project's folder). `labels_tzyxc` are label
+    stored relative to the project when it lies below the project's folder). Give `raw_file_path`
+    whenever the image comes from a file: ilastik sees PNG & co. with a channel axis, and so does the project. `labels_tzyxc` are label
     blocks (tzyxc slices in the image, uint8 tzyxc arrays; 0 = unlabelled). The factory records
     `tree_count` trees (default: the ensemble's) in as many forests as the ensemble has. The file is
     written under a temporary name and renamed when complete.
     """
-    image = _as_image(raw, nickname)
+    image = _as_image(raw, nickname, raw_file_path)
     if not store_data_inside and raw_file_path is None:
         raise ValueError("a project that references its image needs raw_file_path")
     if ensemble is not None and len(feature_names) != ensemble.n_features:

@@ -8,18 +8,21 @@ does (ilastik-numerics.md §7). Features are computed only around the labelled p
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import yaml
 from sklearn.ensemble import RandomForestClassifier
 
 from hpc_ilastik import blocks as blk
+from hpc_ilastik.axes import INTERNAL_AXES
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.features import (
     DEFAULT_FEATURE_IDS,
@@ -34,6 +37,7 @@ from hpc_ilastik.forest import ForestEnsemble, from_sklearn
 from hpc_ilastik.ilp_writer import LabelBlock, write_pixel_classification_project
 from hpc_ilastik.inputs import Source, open_input
 from hpc_ilastik.pipeline import PixelStage, SourceRequest, compute_source, halo
+from hpc_ilastik.project import Project
 
 log = logging.getLogger(__name__)
 
@@ -185,36 +189,45 @@ def train_forests(X: np.ndarray, y: np.ndarray, tree_count: int = DEFAULT_TREE_C
     return ForestEnsemble(forests=forests, known_labels=np.unique(y).astype(np.uint32))
 
 
-def _feature_tiles(region_tzyxc: tuple[slice, ...], shape_tzyxc: tuple[int, ...]) -> list[blk.Block]:
-    """Tiles of at most FEATURE_TILE over a label block's region (all channels)."""
-    tz, ty, tx = FEATURE_TILE[2 if shape_tzyxc[1] == 1 else 3]
-    region = tuple(region_tzyxc[:4]) + (slice(0, shape_tzyxc[4]),)
-    return blk.plan_blocks(shape_tzyxc, (1, tz, ty, tx, shape_tzyxc[4]), region=region)
+def _tiles_with_labels(label_blocks: Sequence[LabelBlock], shape_tzyxc: tuple[int, ...]) -> dict[tuple, np.ndarray]:
+    """The tiles of a FEATURE_TILE grid (one time point each) that hold labels → the tile's labels (t, z, y, x).
+
+    Label blocks are pasted into the tiles they overlap, so nearby small blocks share one feature computation.
+    """
+    tile = (1,) + FEATURE_TILE[2 if shape_tzyxc[1] == 1 else 3]
+    tiles: dict[tuple, np.ndarray] = {}
+    for slices, labels in label_blocks:
+        ranges = [range(s.start // n, (s.stop - 1) // n + 1) for s, n in zip(slices[:4], tile)]
+        for index in itertools.product(*ranges):
+            bounds = [slice(i * n, min((i + 1) * n, size)) for i, n, size in zip(index, tile, shape_tzyxc)]
+            overlap = [slice(max(b.start, s.start), min(b.stop, s.stop)) for b, s in zip(bounds, slices)]
+            piece = labels[tuple(slice(o.start - s.start, o.stop - s.start) for o, s in zip(overlap, slices)) + (0,)]
+            if not piece.any():
+                continue
+            target = tiles.setdefault(index, np.zeros([b.stop - b.start for b in bounds], dtype=np.uint8))
+            view = target[tuple(slice(o.start - b.start, o.stop - b.start) for o, b in zip(overlap, bounds))]
+            np.copyto(view, piece, where=piece > 0)
+    return tiles
 
 
 def labelled_features(read: Callable[[tuple[slice, ...]], np.ndarray], shape_tzyxc: tuple[int, ...],
                       label_blocks: Sequence[LabelBlock], features_of: Callable[[np.ndarray], np.ndarray],
                       halo_zyx: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(X, y) of every labelled pixel: features computed tile by tile on tile + halo around the labels only.
+    """(X, y) of every labelled pixel: features computed tile by tile, on tile + halo, where there are labels.
 
     `read` gives a tzyxc region of the image, `features_of` maps a zyxc array to (z, y, x, F) features
     valid wherever the halo is available (the image border counts as available).
     """
     xs, ys = [], []
-    for slices, labels in label_blocks:
-        origin = [s.start for s in slices[:4]]
-        for tile in _feature_tiles(slices, shape_tzyxc):
-            local = tuple(slice(s.start - o, s.stop - o) for s, o in zip(tile.slices[:4], origin)) + (0,)
-            tile_labels = labels[local]
-            if not tile_labels.any():
-                continue
-            read_slices, crop = blk.read_region(tile, halo_zyx, shape_tzyxc)
-            data = read(read_slices)
-            for t in range(data.shape[0]):
-                features = features_of(data[t])[crop[1:4]]
-                x, y = training_set(features, tile_labels[t])
-                xs.append(x)
-                ys.append(y)
+    tile_shape = (1,) + FEATURE_TILE[2 if shape_tzyxc[1] == 1 else 3] + (shape_tzyxc[4],)
+    for index, labels in sorted(_tiles_with_labels(label_blocks, shape_tzyxc).items()):
+        slices = tuple(slice(i * n, i * n + size) for i, n, size in zip(index, tile_shape, labels.shape))
+        tile = blk.Block(0, index + (0,), slices + (slice(0, shape_tzyxc[4]),), slices + (slice(0, shape_tzyxc[4]),))
+        read_slices, crop = blk.read_region(tile, halo_zyx, shape_tzyxc)
+        features = features_of(read(read_slices)[0])[crop[1:4]]
+        x, y = training_set(features, labels[0])
+        xs.append(x)
+        ys.append(y)
     if not xs:
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.uint32)
     return np.concatenate(xs), np.concatenate(ys)
@@ -282,7 +295,7 @@ def train_command(raw: str, labels: str, features: str | None, tree_count: int, 
     plan = plan_features(selection, shape[1:4], shape[4])
 
     blocks = label_blocks_from_image(label_source)
-    X, y = labelled_features(source.read, shape, blocks, lambda b: compute_features(b, plan), plan.halo)
+    X, y = labelled_features(source.read, shape, blocks, partial(compute_features, plan=plan), plan.halo)
     classes = np.unique(y)
     if len(classes) < 2:
         raise UserError(f"The label image needs pixels of at least two classes to train on; it has "
@@ -291,7 +304,7 @@ def train_command(raw: str, labels: str, features: str | None, tree_count: int, 
              ", ".join(f"class {int(c)}: {int((y == c).sum())}" for c in classes), plan.n_channels_out)
     ensemble = train_forests(X, y, tree_count)
     write_pixel_classification_project(
-        output, raw=source, store_data_inside=store_inside, raw_file_path=None if store_inside else raw,
+        output, raw=source, store_data_inside=store_inside, raw_file_path=raw,
         labels_tzyxc=blocks, selection=selection, ensemble=ensemble,
         label_names=[f"Label {k}" for k in range(1, int(classes.max()) + 1)], feature_names=plan.names,
     )
@@ -301,7 +314,7 @@ def train_command(raw: str, labels: str, features: str | None, tree_count: int, 
 # ---- retraining from a project's labels ----------------------------------------------------------------------
 
 
-def retrain_stage(project, stage_index: int, tree_count: int = DEFAULT_TREE_COUNT, *,
+def retrain_stage(project: Project, stage_index: int, tree_count: int = DEFAULT_TREE_COUNT, *,
                   earlier: Sequence[ForestEnsemble] | None = None, seed: int | None = None) -> ForestEnsemble:
     """A new forest for stage `stage_index` from the labels stored in the project (all training lanes).
 
@@ -317,13 +330,7 @@ def retrain_stage(project, stage_index: int, tree_count: int = DEFAULT_TREE_COUN
         source = _training_image(project, lane_index)
         shape = source.shape_tzyxc
         stages = _planned_stages(project, stage_index, shape, earlier)
-        target = stages[stage_index]
-        if stage_index == 0:
-            def features_of(block: np.ndarray, plan=target.plan) -> np.ndarray:
-                return compute_features(block, plan)
-        else:
-            def features_of(block: np.ndarray, stages=stages) -> np.ndarray:
-                return compute_source(block, stages, SourceRequest("Features", stage_index))
+        features_of = partial(compute_source, stages=stages, request=SourceRequest("Features", stage_index))
         x, y = labelled_features(source.read, shape, label_blocks, features_of, halo(stages, stage_index))
         xs.append(x)
         ys.append(y)
@@ -335,7 +342,7 @@ def retrain_stage(project, stage_index: int, tree_count: int = DEFAULT_TREE_COUN
     return train_forests(X, y, tree_count, seed=seed)
 
 
-def _planned_stages(project, stage_index: int, shape_tzyxc: tuple[int, ...],
+def _planned_stages(project: Project, stage_index: int, shape_tzyxc: tuple[int, ...],
                     earlier: Sequence[ForestEnsemble] | None) -> list[PixelStage]:
     """Stages 0..stage_index planned for an image; earlier stages need a classifier, the target none."""
     stages: list[PixelStage] = []
@@ -355,6 +362,27 @@ def _planned_stages(project, stage_index: int, shape_tzyxc: tuple[int, ...],
     return stages
 
 
-def _training_image(project, lane_index: int) -> Source:
-    """The lane's `Raw Data` as an opened input."""
-    return project.open_role(lane_index, "Raw Data")
+def _training_image(project: Project, lane_index: int) -> Source:
+    """The lane's training image (`Raw Data`, else its first role) opened with the axes the project records.
+
+    A PNG-like file that ilastik recorded with an extra channel axis (yx file, `yxc` in the project) keeps
+    the file's own axes; the tzyxc view is the same.
+    """
+    roles = project.lanes[lane_index].roles
+    ref = roles.get("Raw Data") or next((r for r in roles.values() if r is not None), None)
+    if ref is None:
+        raise UserError(f"Lane {lane_index + 1} of {project.path} has labels but no training image to compute "
+                        "features from.")
+    spec = f"{project.path}/{ref.path.lstrip('/')}" if ref.location == "ProjectInternal" else ref.path
+    try:
+        source = open_input(spec)
+        if ref.axes and ref.axes != source.axes and len(ref.axes) == len(source.shape):
+            source = open_input(spec, axes=ref.axes)
+    except UserError as exc:
+        raise UserError(f"Training needs the image '{ref.nickname}' of lane {lane_index + 1} of {project.path}, "
+                        f"which cannot be read: {exc}") from exc
+    recorded = dict(zip(ref.axes, ref.shape or ()))
+    if ref.shape is not None and tuple(recorded.get(key, 1) for key in INTERNAL_AXES) != source.shape_tzyxc:
+        raise UserError(f"The training image {spec} ({source.axes} {tuple(source.shape)}) is not the one the project "
+                        f"was trained on ({ref.axes} {tuple(ref.shape)}).")
+    return source

@@ -29,9 +29,11 @@ def source_dtype_and_drange(kind: str, raw_dtype) -> tuple[str, tuple[float, flo
     """The pipeline dtype of an export source and the value range ilastik attaches to it."""
     if kind in ("Probabilities", "All Probabilities"):
         return "float32", (0.0, 1.0)
-    if kind == "Simple Segmentation":
+    if kind == "Simple Segmentation":  # ilastik copies the probabilities' metadata, drange included
         return "uint8", (0.0, 1.0)
-    if kind in ("Uncertainty", "Features"):
+    if kind == "Uncertainty":
+        return "float32", (0.0, 1.0)
+    if kind == "Features":
         return "float32", None
     if kind == "Labels":
         return "uint8", None

@@ -18,6 +18,7 @@ Facts: ilastik-spec.md §2.6 (ilastik's `opExportSlot.py` `FormatValidity`, `ioO
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import posixpath
@@ -109,7 +110,7 @@ def check_format(fmt: str, dtype=None, shape: Sequence[int] | None = None, axes:
         raise UserError(f"format {name} needs {need} non-singleton spatial/time axes in {page}, but the export is "
                         f"{_describe(shape, axes)}; choose another --output_format (e.g. hdf5, or a sequence).")
     if channels and n_channels not in channels:
-        raise UserError(f"format {name} cannot hold {n_channels} channels (it takes {' or '.join(map(str, channels))}); "
+        raise UserError(f"format {name} cannot hold {n_channels} channel(s) (it takes {' or '.join(map(str, channels))}); "
                         "choose another --output_format (tiff, hdf5 and n5 take any number).")
     return name
 
@@ -176,16 +177,16 @@ def open_writer(fmt: str, path: str, *, internal_path: str = "exported_data", sh
     if name in _STREAMING:
         chunks = _chunk_shape(shape, axes, chunks, dtype, 1_024_000 if "OME" in name else 512_000)
         common = dict(path=path, shape=shape, dtype=dtype, axes=axes, chunks=chunks, drange=drange,
-                      resolutions=resolutions, comm=comm, fingerprint=fingerprint)
+                      resolutions=resolutions, units=units, comm=comm, fingerprint=fingerprint)
         if name.endswith("n5"):
             return _N5Writer(internal_path=internal_path, compress=name.startswith("compressed"), **common)
         if name == "zarr":
             return _ZarrWriter(internal_path=internal_path, **common)
-        return _OmeZarrWriter(multiscale=name.startswith("multi"), units=units, offset=offset, **common)
+        return _OmeZarrWriter(multiscale=name.startswith("multi"), offset=offset, **common)
     if comm is not None and comm.Get_size() > 1:
         raise UserError(f"format {name} cannot be written by several MPI ranks; use n5, zarr or OME-Zarr.")
     if name.endswith("hdf5"):
-        return _HDF5Writer(path, internal_path, shape, dtype, axes, name == "compressed hdf5", drange, resolutions)
+        return _HDF5Writer(path, internal_path, shape, dtype, axes, name == "compressed hdf5", drange, resolutions, units)
     return _WholeImageWriter(path, shape, dtype, _files_for(name, path, shape, axes, offset, resolutions, units),
                              memory_limit)
 
@@ -237,7 +238,8 @@ class _HDF5Writer(Writer):
     """Streams into `<file>.tmp-<pid>`; close renames it, or copies the dataset into an existing file."""
 
     def __init__(self, path: str, internal_path: str, shape: tuple[int, ...], dtype: np.dtype, axes: str,
-                 compress: bool, drange: Sequence[float] | None, resolutions: Mapping[str, float] | None) -> None:
+                 compress: bool, drange: Sequence[float] | None, resolutions: Mapping[str, float] | None,
+                 units: Mapping[str, str] | None) -> None:
         self.path = path
         self._internal = internal_path.strip("/")
         if not self._internal:
@@ -248,7 +250,7 @@ class _HDF5Writer(Writer):
             options = {"compression": "gzip", "compression_opts": 1} if compress else {}
             self._dataset = self._file.create_dataset(
                 self._internal, shape=shape, dtype=dtype, chunks=_ilastik_chunks(shape, axes, dtype, 512_000), **options)
-            _describe_hdf5(self._dataset, axes, drange, resolutions)
+            _describe_hdf5(self._dataset, axes, drange, resolutions, units)
         except BaseException:
             self.abort()
             raise
@@ -271,11 +273,13 @@ class _HDF5Writer(Writer):
         _remove(self._temp)
 
 
-def _describe_hdf5(dataset: h5py.Dataset, axes: str, drange, resolutions) -> None:
-    """ilastik's dataset metadata: axistags JSON, dimension labels, drange."""
+def _describe_hdf5(dataset: h5py.Dataset, axes: str, drange, resolutions, units) -> None:
+    """ilastik's dataset metadata: axistags JSON, dimension labels, axis_units, drange."""
     dataset.attrs["axistags"] = make_axistags(axes, resolutions)
     for index, axis in enumerate(axes):
         dataset.dims[index].label = axis
+    if units:
+        dataset.attrs["axis_units"] = json.dumps(dict(units))
     if drange is not None:
         dataset.attrs["drange"] = np.asarray(drange)
 
@@ -303,18 +307,19 @@ class _StreamingWriter(Writer):
     the other ranks open it. Subclasses say how to create, open, write, test chunks and finish."""
 
     def __init__(self, *, path: str, shape: tuple[int, ...], dtype: np.dtype, axes: str, chunks: tuple[int, ...],
-                 drange, resolutions, comm, fingerprint) -> None:
+                 drange, resolutions, units, comm, fingerprint) -> None:
         self.path = path
         self._shape, self._dtype, self._axes, self._chunks = shape, dtype, axes, chunks
-        self._drange, self._resolutions = drange, resolutions
+        self._drange, self._resolutions, self._units = drange, resolutions, dict(units or {})
         self._comm, self._fingerprint = comm, fingerprint
         self._root = comm is None or comm.Get_rank() == 0
         self._created: list[str] = []
-        self._resume = on_root(comm, self._start)
+        on_root(comm, self._start)
         if not self._root:
             self._open()
 
-    def _start(self) -> bool:
+    def _start(self) -> None:
+        """Rank 0: start the output, or resume it when it records the same fingerprint."""
         existing = self._existing_attributes()
         resume = self._fingerprint is not None and check_resume(existing, self._fingerprint, self.path)
         if existing is not None and not resume:
@@ -322,15 +327,13 @@ class _StreamingWriter(Writer):
         self._create(resume)
         if self._fingerprint is not None:
             self._set_attributes(run_attributes(self._fingerprint, complete=False))
-        return resume
 
     def write(self, slices: Sequence[slice], data: np.ndarray) -> None:
         self._write(tuple(slices), data)
 
     def block_done(self, slices: Sequence[slice]) -> bool:
         region = self._storage_slices(tuple(slices))
-        chunks = self._storage_chunks()
-        return all(self._chunk_exists(index) for index in _grid_indices(region, chunks))
+        return all(self._chunk_exists(index) for index in _grid_indices(region, self._chunks))
 
     def close(self) -> None:
         if self._comm is not None:
@@ -353,20 +356,41 @@ class _StreamingWriter(Writer):
     def _storage_slices(self, slices: tuple[slice, ...]) -> tuple[slice, ...]:
         return slices
 
-    def _storage_chunks(self) -> tuple[int, ...]:
-        return self._chunks
-
     def _finish(self) -> None:
         """Work left for rank 0 once every block is written."""
 
-    # Subclass hooks: the output's attributes (None if absent), remove/create/open it, write, test a chunk.
-    def _existing_attributes(self) -> dict | None: raise NotImplementedError
-    def _remove_existing(self) -> None: raise NotImplementedError
-    def _create(self, resume: bool) -> None: raise NotImplementedError
-    def _open(self) -> None: raise NotImplementedError
-    def _write(self, slices: tuple[slice, ...], data: np.ndarray) -> None: raise NotImplementedError
-    def _chunk_exists(self, index: tuple[int, ...]) -> bool: raise NotImplementedError
-    def _set_attributes(self, attributes: dict) -> None: raise NotImplementedError
+    def _existing_attributes(self) -> dict | None:
+        """The existing output's attributes; None when there is none."""
+        raise NotImplementedError
+
+    def _remove_existing(self) -> None:
+        raise NotImplementedError
+
+    def _create(self, resume: bool) -> None:
+        """Rank 0: create the output (or reopen it to resume)."""
+        raise NotImplementedError
+
+    def _open(self) -> None:
+        """Ranks 1..N-1: open the output rank 0 created."""
+        raise NotImplementedError
+
+    def _write(self, slices: tuple[slice, ...], data: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _chunk_exists(self, index: tuple[int, ...]) -> bool:
+        raise NotImplementedError
+
+    def _set_attributes(self, attributes: dict) -> None:
+        raise NotImplementedError
+
+    def _metadata(self, axes: str) -> dict:
+        """ilastik's dataset attributes: axistags, and axis_units/drange where known."""
+        attributes: dict[str, object] = {"axistags": make_axistags(axes, self._resolutions)}
+        if self._units:
+            attributes["axis_units"] = json.dumps(self._units)
+        if self._drange is not None:
+            attributes["drange"] = [np.asarray(v).item() for v in self._drange]
+        return attributes
 
 
 class _N5Writer(_StreamingWriter):
@@ -391,9 +415,7 @@ class _N5Writer(_StreamingWriter):
     def _create(self, resume: bool) -> None:
         self._track(self.path)
         self._track(self._dataset_dir())
-        attributes = {"axistags": make_axistags(self._axes, self._resolutions), "axes": self._axes[::-1]}
-        if self._drange is not None:
-            attributes["drange"] = [np.asarray(v).item() for v in self._drange]
+        attributes = {**self._metadata(self._axes), "axes": self._axes[::-1]}
         self._dataset = create_n5_dataset(self.path, self._internal, self._shape, self._chunks, self._dtype,
                                           compression=self._compression, attributes=attributes, exist_ok=resume)
 
@@ -453,12 +475,9 @@ class _ZarrWriter(_ZarrArrayWriter):
         if resume:
             self._open()
             return
-        attributes = {"axistags": make_axistags(self._axes, self._resolutions)}
-        if self._drange is not None:
-            attributes["drange"] = [np.asarray(v).item() for v in self._drange]
         self._array = self._group().create_array(
             self._internal, shape=self._shape, chunks=self._chunks, dtype=self._dtype, fill_value=0,
-            dimension_names=list(self._axes), attributes=attributes, config={"write_empty_chunks": True})
+            dimension_names=list(self._axes), attributes=self._metadata(self._axes), config={"write_empty_chunks": True})
 
     def _open(self) -> None:
         self._array = zarr.open_array(self.path, path=self._internal, mode="r+")
@@ -472,8 +491,8 @@ class _OmeZarrWriter(_ZarrArrayWriter):
     multi-scale (2x along x, y, z until one chunk holds the image: block mean for floats, every second
     pixel for integers); `multiscales` metadata written on close. Refuses an existing path unless resuming."""
 
-    def __init__(self, *, multiscale: bool, units: Mapping[str, str] | None, offset: Sequence[int], **common) -> None:
-        self._multiscale, self._units = multiscale, dict(units or {})
+    def __init__(self, *, multiscale: bool, offset: Sequence[int], **common) -> None:
+        self._multiscale = multiscale
         self._offset = dict(zip(common["axes"], offset))
         common["chunks"] = tuple(1 if a in "tc" else n for a, n in zip(_OME_AXES, _to_ome(common["chunks"], common["axes"], 1)))
         super().__init__(**common)
@@ -483,7 +502,7 @@ class _OmeZarrWriter(_ZarrArrayWriter):
             return None
         try:
             return dict(zarr.open_group(self.path, mode="r").attrs)
-        except (FileNotFoundError, ValueError, zarr.errors.BaseZarrError):
+        except (OSError, ValueError, zarr.errors.BaseZarrError):
             return {}
 
     def _remove_existing(self) -> None:
@@ -505,7 +524,8 @@ class _OmeZarrWriter(_ZarrArrayWriter):
     def _new_level(self, name: str, shape: Sequence[int]) -> zarr.Array:
         return self._root_group.create_array(
             name, shape=tuple(shape), chunks=tuple(min(c, n) for c, n in zip(self._chunks, shape)), dtype=self._dtype,
-            fill_value=0, chunk_key_encoding={"name": "v2", "separator": "/"}, config={"write_empty_chunks": True})
+            fill_value=0, chunk_key_encoding={"name": "v2", "separator": "/"}, config={"write_empty_chunks": True},
+            overwrite=True)
 
     def _storage_slices(self, slices: tuple[slice, ...]) -> tuple[slice, ...]:
         return tuple(_to_ome(slices, self._axes, slice(0, 1)))
@@ -540,12 +560,7 @@ class _OmeZarrWriter(_ZarrArrayWriter):
         if len(levels) > 1:
             entry["metadata"] = {"method": "block mean (floats), every second pixel (integers)", "factor": 2}
         for level in levels:
-            attributes = {"axistags": make_axistags(_OME_AXES, self._resolutions)}
-            if self._units:
-                attributes["axis_units"] = self._units
-            if self._drange is not None:
-                attributes["drange"] = [np.asarray(v).item() for v in self._drange]
-            level.attrs.update(attributes)
+            level.attrs.update(self._metadata(_OME_AXES))
         self._set_attributes({"_creator": {"name": "hpc-ilastik", "version": __version__}, "multiscales": [entry]})
 
     def _downsample(self, source: zarr.Array, name: str) -> zarr.Array:

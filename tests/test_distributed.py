@@ -5,6 +5,7 @@ The MPI runs use tests/mpi_scripts/gaussian_blocks.py: a blockwise Gaussian filt
 written as N5 chunks, read back here with tensorstore (an independent N5 implementation).
 """
 
+import hashlib
 import io
 import json
 import os
@@ -18,7 +19,7 @@ import pytest
 import tensorstore
 
 from hpc_ilastik.blocks import plan_blocks
-from hpc_ilastik.distributed import check_resume, get_comm, run_attributes, run_blocks
+from hpc_ilastik.distributed import check_resume, file_digest, get_comm, run_attributes, run_blocks
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.progress import Progress, rank_prefix
 
@@ -110,6 +111,13 @@ def test_mpi_output_equals_serial_output(volume, serial, tmp_path, ranks):
     assert "blocks 128/128 (100%) in" in result.stderr
 
 
+def test_kernels_holding_the_gil_on_rank0_do_not_starve_the_other_ranks():
+    stats = stats_of(run_script("gil_blocks.py", "40", "0.04", ranks=2))
+    print(f"\nGIL-bound blocks: per rank {stats['computed']}, idle {100 * stats['idle_fraction']:.1f}%")
+    assert sum(stats["computed"]) == 40 and min(stats["computed"]) > 0
+    assert stats["idle_fraction"] < 0.15, stats  # a worker starved by rank 0's GIL idles 18-35% here
+
+
 def test_n5_attributes_follow_the_standard(volume, serial, tmp_path):
     out = tmp_path / "out.n5"
     stats_of(gaussian(volume, out, ranks=2))
@@ -138,11 +146,13 @@ def test_killed_run_resumes_to_identical_output(volume, serial, tmp_path):
 
 
 def test_a_failing_rank_ends_the_run_on_every_rank(volume, tmp_path):
-    result = gaussian(volume, tmp_path / "out.n5", "--delay", "0.01", "--fail-block", "7", ranks=3, timeout=60)
+    out = tmp_path / "out.n5"
+    result = gaussian(volume, out, "--delay", "0.01", "--fail-block", "7", ranks=3, timeout=60)
     assert result.returncode != 0
+    assert len(chunk_files(out)) < N_BLOCKS - 10  # the other ranks stopped too
     output = result.stdout + result.stderr
-    reports = re.findall(r"rank \d, block 7 \(t 0:1, z 0:12, y 10:20, x 24:30, c 0:2\): RuntimeError: synthetic failure",
-                         output)
+    block = re.escape("block 7 (t 0:1, z 0:12, y 10:20, x 24:30, c 0:2)")
+    reports = re.findall(rf"rank \d, {block}: RuntimeError: synthetic failure", output)
     assert len(reports) == 1, output
 
 
@@ -177,6 +187,15 @@ def test_files_are_shared_one_at_a_time_across_ranks(tmp_path):
     assert done == [f"image{i:02d}.done" for i in range(n_files)]  # each exactly once (opened with "x")
     by_rank = [sum((tmp_path / d).read_text() == str(r) for d in done) for r in range(3)]
     assert by_rank == stats["computed"] and all(n > 0 for n in by_rank)
+
+
+def test_a_failing_file_ends_the_run_naming_rank_and_file(tmp_path):
+    result = run_script("share_files.py", str(tmp_path), "9", "0.05", "image03", ranks=3, timeout=60)
+    assert result.returncode != 0
+    reports = re.findall(rf"rank \d, file {re.escape(str(tmp_path))}/image03: RuntimeError: unreadable image",
+                         result.stderr)
+    assert len(reports) == 1, result.stderr
+    assert len(list(tmp_path.glob("*.done"))) < 8  # the others stopped too
 
 
 def test_run_blocks_without_mpi_skips_done_blocks_and_reports_progress():
@@ -226,6 +245,18 @@ def test_check_resume():
         check_resume(stored, {**fingerprint, "project": "sha256:cd"}, "out.n5")
     with pytest.raises(UserError, match="not written by hpc-ilastik"):
         check_resume({"dimensions": [7, 6, 5, 1, 1], "axes": ["x", "y", "z", "c", "t"]}, fingerprint, "out.n5")
+
+
+def test_file_digest_identifies_a_project_by_content(fixtures_dir, tmp_path):
+    project = fixtures_dir / "ObjectClassification2d_wPred.ilp"  # 11 MB: read in several pieces
+    copy = tmp_path / "moved.ilp"
+    copy.write_bytes(project.read_bytes())
+    expected = "sha256:" + hashlib.sha256(copy.read_bytes()).hexdigest()
+    assert file_digest(str(project)) == file_digest(str(copy)) == expected
+    with open(copy, "r+b") as f:
+        f.seek(9_000_000)
+        f.write(b"\x00changed")
+    assert file_digest(str(copy)) != file_digest(str(project))
 
 
 def test_progress_lines_are_rate_limited_with_rate_and_eta():

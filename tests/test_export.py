@@ -8,6 +8,7 @@ import pytest
 
 from hpc_ilastik import export
 from hpc_ilastik.errors import UserError
+from hpc_ilastik.project import ExportSettings
 
 from conftest import API
 
@@ -83,11 +84,12 @@ def test_resolve_normalization_rule(caplog):
     with caplog.at_level(logging.WARNING, logger="hpc_ilastik.export"):
         assert export.resolve_normalization("(0,1)", None) == (None, None)
     assert "ignored" in caplog.text
-    # stored project settings apply when both are stored; the command line wins when both are given
-    assert export.resolve_normalization(None, None, (0.0, 1.0), (0, 100)) == ((0.0, 1.0), (0, 100))
-    assert export.resolve_normalization(None, None, (0.0, 1.0), None) == (None, None)
-    assert export.resolve_normalization("(0,2)", "(0,10)", (0.0, 1.0), (0, 100)) == ((0, 2), (0, 10))
-    assert export.resolve_normalization("(0,2)", None, (0.0, 1.0), (0, 100)) == ((0.0, 1.0), (0, 100))
+    # stored project settings apply when all four are stored; the command line wins when both are given
+    stored = ExportSettings(input_min=0.0, input_max=1.0, export_min=0, export_max=100)
+    assert export.resolve_normalization(None, None, stored) == ((0.0, 1.0), (0, 100))
+    assert export.resolve_normalization(None, None, ExportSettings(input_min=0.0, input_max=1.0)) == (None, None)
+    assert export.resolve_normalization("(0,2)", "(0,10)", stored) == ((0, 2), (0, 10))
+    assert export.resolve_normalization("(0,2)", None, stored) == ((0.0, 1.0), (0, 100))
 
 
 # ---- values ----------------------------------------------------------------------------------------
@@ -117,10 +119,14 @@ def test_normalize_ratio_is_float32_and_empty_input_range_maps_to_start():
     assert export.normalize(p, (2, 2), (7, 9), np.float32).tolist() == [7.0]
 
 
-def test_normalize_integer_source_truncates():
+def test_normalize_integer_source_truncates_with_ilastiks_numpy_types():
     seg = np.array([1, 2, 3], np.uint8)
-    assert export.normalize(seg, (0, 3), (0, 10), np.uint8).tolist() == [3, 6, 10]  # 3.33 → 3, 6.67 → 6
+    # integer start: uint8·float32 arithmetic, 3·float32(10/3) rounds to 10.0 in float32
+    assert export.normalize(seg, (0, 3), (0, 10), np.uint8).tolist() == [3, 6, 10]
+    # float start: Python float promotes to float64, where 3·float32(10/3) = 9.99999976 truncates to 9
+    assert export.normalize(seg, (0.0, 3.0), (0, 10), np.uint8).tolist() == [3, 6, 9]
     assert export.normalize(seg, (1, 3), (0, 100), np.int16).tolist() == [0, 50, 100]
+    assert export.normalize(np.array([0], np.uint8), (-1, 1), (0, 10), np.uint8).tolist() == [5]
 
 
 def test_convert_dtype_is_a_plain_cast():
@@ -184,7 +190,7 @@ def test_output_axes_default_is_the_inputs_order_plus_c():
     ("yxq", "Invalid axes specified output_axis_order"),
     ("", "Invalid axes"),
     ("yxcc", "more than once"),
-    ("yx", "leaves out axis 'c' of size 2"),
+    ("tyx", "leaves out axis 'c' of size 2"),
     ("zyxc", "leaves out axis 't' of size 4"),
 ])
 def test_output_axes_errors(requested, message):

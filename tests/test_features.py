@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.features import FeatureSelection, compute_features, plan_features
-from hpc_ilastik.filters import convolve_axis, eigenvalues
+from hpc_ilastik.filters import convolve_axis, convolve_separable, eigenvalues
 from hpc_ilastik.kernels import gaussian_kernel, kernel_radius
 
 ALL_IDS = (
@@ -83,19 +83,12 @@ def model_feature(img, fid, scale, pre_axes, feat_axes):
     return np.stack(chans, axis=-1).astype(np.float32)
 
 
-def assert_feature_close(ours, ref, input_range, eigen_3d=False):
-    """numerics §6: |diff| <= 1e-3·max|feature| + 1e-6·input range; a few 3-D eigenvalue voxels
-    (near-degenerate, float32 cubic) may be off by up to 5e-4 of the local matrix scale."""
-    ours = ours.astype(np.float64)
-    ref = ref.astype(np.float64)
-    diff = np.abs(ours - ref)
+def assert_feature_close(ours, ref, input_range):
+    """numerics §6: |diff| <= 1e-3·max|feature| + 1e-6·input range. (No allowance for
+    near-degenerate 3-D eigenvalues is needed: our closed form runs in double.)"""
+    diff = np.abs(ours.astype(np.float64) - ref)
     tol = 1e-3 * np.abs(ref).max() + 1e-6 * input_range
-    bad = diff > tol
-    if eigen_3d:
-        local_scale = np.abs(ref).max(axis=-1, keepdims=True)
-        assert bad.mean() <= 1e-3, f"{bad.sum()} eigenvalues off by more than {tol:.3g}"
-        bad &= diff > tol + 5e-4 * local_scale
-    assert not bad.any(), f"max |diff| {diff.max():.3g} > tolerance {tol:.3g} at {bad.sum()} values"
+    assert (diff <= tol).all(), f"max |diff| {diff.max():.3g} > tolerance {tol:.3g} at {(diff > tol).sum()} values"
 
 
 def one_feature_selection(fid, scales, compute_in_2d=None):
@@ -162,6 +155,13 @@ def test_convolve_axis_is_scipy_mirror(axis, order):
         np.testing.assert_allclose(convolve_axis(img, k, axis), ref, atol=2e-5 * 255)
 
 
+def test_convolve_separable_skips_none_axes():
+    img = np.random.default_rng(4).uniform(0, 255, (6, 20, 22)).astype(np.float32)
+    ky, kx = gaussian_kernel(1.6, 1, 2.0), gaussian_kernel(2.5, 0, 3.5)
+    ref = ndimage.convolve1d(ndimage.convolve1d(img.astype(np.float64), ky, 1, mode="mirror"), kx, 2, mode="mirror")
+    np.testing.assert_allclose(convolve_separable(img, [None, ky, kx]), ref, atol=1e-5 * 255)
+
+
 def test_eigenvalues_closed_form():
     rng = np.random.default_rng(5)
     m = rng.normal(size=(2000, 3, 3))
@@ -169,14 +169,14 @@ def test_eigenvalues_closed_form():
     m[:5] = [np.zeros((3, 3)), np.eye(3), np.diag([2.0, 2.0, -1.0]), np.diag([-3.0, 1.0, 1.0]), np.ones((3, 3))]
     upper3 = [m[:, i, j] for i in range(3) for j in range(i, 3)]
     upper2 = [m[:, i, j] for i in range(2) for j in range(i, 2)]
-    for upper, ref in [
-        (upper3, np.linalg.eigvalsh(m)[:, ::-1].T),
-        (upper2, np.linalg.eigvalsh(m[:, :2, :2])[:, ::-1].T),
-    ]:
+    m = m.astype(np.float32).astype(np.float64)  # the float32 matrices our closed form sees
+    for upper, sub in [(upper3, m), (upper2, m[:, :2, :2])]:
+        ref = np.linalg.eigvalsh(sub)[:, ::-1].T
         got = eigenvalues(upper)
         assert got.dtype == np.float32 and got.shape == ref.shape
         assert (np.diff(got, axis=0) <= 0).all()  # largest first
-        np.testing.assert_allclose(got, ref, atol=5e-4 * np.abs(m).max())
+        # a few float32 ulps of the matrix scale, degenerate matrices included (closed form in double)
+        assert (np.abs(got - ref) <= 3e-7 * np.abs(sub).max(axis=(1, 2))).all()
     np.testing.assert_array_equal(eigenvalues(upper3)[:, 0], 0.0)
 
 
@@ -204,7 +204,7 @@ def test_features_3d_match_model(fid, image_3d):
     assert ours.shape == img.shape + (n * len(scales),)
     for j, s in enumerate(scales):
         ref = model_feature(img, fid, s, (0, 1, 2), (0, 1, 2))
-        assert_feature_close(ours[..., j * n:(j + 1) * n], ref, 255, eigen_3d=fid in EIGEN)
+        assert_feature_close(ours[..., j * n:(j + 1) * n], ref, 255)
 
 
 def test_compute_in_2d_filters_each_slice(image_3d):
@@ -268,6 +268,12 @@ def test_invalid_scales_raise_user_error():
     plan_features(FeatureSelection.default(compute_in_2d=(True,) * 7), (5, 64, 64), 1)
     small = FeatureSelection(ALL_IDS, DEFAULT_SCALES, tuple((True,) * 3 + (False,) * 4 for _ in ALL_IDS), None)
     assert plan_features(small, (5, 20, 20), 1).n_channels_out == 3 * (4 + 2 * 3)
+
+
+def test_empty_selection_gives_no_channels():
+    plan = plan_features(FeatureSelection((), (), (), None), (3, 10, 12), 2)
+    assert (plan.n_channels_out, plan.halo, plan.names) == (0, (0, 0, 0), [])
+    assert compute_features(np.zeros((3, 10, 12, 2), np.uint8), plan).shape == (3, 10, 12, 0)
 
 
 def test_selection_validation():
