@@ -9,6 +9,7 @@ import sys
 from typing import Sequence
 
 from hpc_ilastik import __version__
+from hpc_ilastik.distributed import PeerError
 from hpc_ilastik.errors import UserError
 
 log = logging.getLogger("hpc_ilastik")
@@ -185,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("HPC_ILASTIK_DEBUG") == "1"
     try:
         return _dispatch(argv)
+    except PeerError:  # another MPI rank failed and has reported it
+        return 1
     except UserError as err:
         if debug:
             log.exception("error")

@@ -318,7 +318,7 @@ def _scale_features(
             eigenvalues([bank[o] for o in hess_o], out=target)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _channels_last(stack, out):
     """out[i, f] = stack[f, i], a tile of pixels at a time so both sides stay in cache."""
     n_features, n_pixels = stack.shape

@@ -18,7 +18,7 @@ from hpc_ilastik.kernels import gaussian_kernel
 _CHUNK = 2048  # floats of one line processed together when convolving along a non-contiguous axis
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _mirror_map(n: int, r: int) -> np.ndarray:
     """Source index for each position -r..n-1+r of a line of length n, mirrored without edge repeat."""
     idx = np.empty(n + 2 * r, np.int64)
@@ -32,7 +32,7 @@ def _mirror_map(n: int, r: int) -> np.ndarray:
     return idx
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _convolve_rows(src, half, antisym, out):
     """Convolve each row of the 2-D arrays along its contiguous axis; half = taps 0..r."""
     m, n = src.shape
@@ -50,7 +50,7 @@ def _convolve_rows(src, half, antisym, out):
             o[i] = acc[i]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _accumulate(buf, r, n, half, antisym, acc):
     """acc[i] = sum_k half[k]·(buf[r+i-k] ± buf[r+i+k]) for a mirrored line buf of length n + 2r."""
     h0 = np.float64(half[0])
@@ -68,7 +68,7 @@ def _accumulate(buf, r, n, half, antisym, acc):
                 acc[i] += hk * (lo[i] + hi[i])
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _convolve_lines(src, half, antisym, out):
     """Convolve (outer, n, inner) arrays along axis 1, a contiguous chunk of `inner` at a time."""
     outer, n, inner = src.shape
@@ -191,7 +191,7 @@ def hessian(img: np.ndarray, sigma: float, window: float, axes: Sequence[int]) -
     return [bank[o] for o in orders]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _eigenvalues_2x2(a, b, c, out):
     """mean ± sqrt(((a - c)/2)² + b²), evaluated in double and rounded to float32."""
     for i in range(a.shape[0]):
@@ -210,7 +210,7 @@ _COS_SERIES = tuple((-1) ** k / math.factorial(2 * k) for k in range(10))[::-1]
 _SIN_SERIES = tuple((-1) ** k / math.factorial(2 * k + 1) for k in range(10))[::-1]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _horner(coefficients, x):
     total = 0.0
     for c in coefficients:
@@ -218,7 +218,7 @@ def _horner(coefficients, x):
     return total
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _atan2_upper(y, x):
     """atan2(y, x) in double for y >= 0 (result in [0, pi]); branch-free so the caller's loop vectorises."""
     ax = abs(x)
@@ -233,7 +233,7 @@ def _atan2_upper(y, x):
     return np.pi - a if x < 0.0 else a
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _eigenvalues_3x3(a00, a01, a02, a11, a12, a22, out):
     """Closed-form eigenvalues (the trigonometric solution of the characteristic cubic, on the matrix
     divided by its largest |entry|) evaluated in double, so that near-degenerate eigenvalues are not

@@ -290,7 +290,7 @@ def from_sklearn(model, predict_weighted: bool = False) -> VigraForest:
     )
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _predict_kernel(X, feature, threshold, children, roots, leaf_values, forest_trees, combine, out):
     """Forest probabilities into `out` (zeros, float32 (n, C)): vigra's per forest, then ilastik's tree-count
     weighted mean of the forests if `combine` (else `out` is the single forest's own result)."""

@@ -14,6 +14,7 @@ from hpc_ilastik import export
 from hpc_ilastik.distributed import get_comm, run_blocks, share_files
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.features import plan_features
+from hpc_ilastik.forest import ForestEnsemble
 from hpc_ilastik.inputs import Source, open_input
 from hpc_ilastik.pipeline import PixelStage, SourceRequest, compute_source, halo
 from hpc_ilastik.progress import Progress
@@ -71,31 +72,45 @@ def export_options(project: Project, args: argparse.Namespace) -> ExportOptions:
     )
 
 
-def resolve_stages(project: Project, shape_tzyxc: tuple[int, ...], retrain: bool, tree_count: int | None) -> list[PixelStage]:
-    """The project's classifier stages planned for an image of this shape (training if needed)."""
+def classifiers(project: Project, retrain: bool, tree_count: int | None) -> list[ForestEnsemble]:
+    """Each stage's forests: the project's own, or trained once from its stored labels when asked to
+    (--retrain, --tree-count) or when the project has none. Training is seeded, so every MPI rank
+    trains the same forest."""
+    ensembles: list[ForestEnsemble] = []
+    for index, stage in enumerate(project.stages):
+        if stage.classifier is not None and not retrain and tree_count is None:
+            ensembles.append(stage.classifier)
+            continue
+        from hpc_ilastik.train import retrain_stage
+
+        why = "--retrain" if retrain or tree_count is not None else "the project has no trained classifier"
+        log.info("training stage %d from the project's labels (%s)", index + 1, why)
+        ensembles.append(retrain_stage(project, index, tree_count or 100, earlier=ensembles, seed=0))
+    return ensembles
+
+
+def resolve_stages(project: Project, ensembles: list[ForestEnsemble], shape_tzyxc: tuple[int, ...]) -> list[PixelStage]:
+    """The project's classifier stages planned for an image of this shape."""
     stages: list[PixelStage] = []
     n_channels = shape_tzyxc[4]
-    for index, stage in enumerate(project.stages):
+    for index, (stage, ensemble) in enumerate(zip(project.stages, ensembles)):
         plan = plan_features(stage.features, tuple(shape_tzyxc[1:4]), n_channels)
-        ensemble = stage.classifier
-        if ensemble is None or retrain or tree_count is not None:
-            from hpc_ilastik.train import retrain_stage
-
-            why = "--retrain" if retrain or tree_count is not None else "the project has no trained classifier"
-            log.info("training stage %d from the project's labels (%s)", index + 1, why)
-            ensemble = retrain_stage(project, index, tree_count or 100, earlier=[s.ensemble for s in stages])
         if ensemble.n_features != plan.n_channels_out:
             trained = project.lanes[0].roles.get("Raw Data") if project.lanes else None
             raise UserError(
-                f"the input has {n_channels if index == 0 else n_channels - stages[-1].n_classes} channel(s) "
-                f"and gives {plan.n_channels_out} features, but the project's classifier was trained on "
-                f"{ensemble.n_features} features"
+                f"the input has {shape_tzyxc[4]} channel(s) and shape {_describe_tzyxc(shape_tzyxc)}, giving "
+                f"{plan.n_channels_out} feature channels for stage {index + 1}, but the project's classifier was "
+                f"trained on {ensemble.n_features}"
                 + (f" (training image {trained.nickname!r}, axes {trained.axes})" if trained else "")
-            )
+                + ": the input must have the training image's channels and spatial dimensions")
         n_classes = max(len(stage.label_names), 1)
         stages.append(PixelStage(plan=plan, ensemble=ensemble, n_classes=n_classes))
         n_channels += n_classes
     return stages
+
+
+def _describe_tzyxc(shape: tuple[int, ...]) -> str:
+    return " ".join(f"{a}={n}" for a, n in zip("tzyxc", shape) if n > 1 or a in "yx")
 
 
 def output_channels(request: SourceRequest, stages: list[PixelStage], raw_channels: int) -> int:
@@ -153,24 +168,32 @@ def run_headless(args: argparse.Namespace) -> None:
     raw_axes, mask_axes = _role_axes(args)
     check_format(options.output_format)
     comm = get_comm(args.distributed)
-    lanes = list(zip(raws, masks))
-    if comm is not None and not args.distributed:
-        lanes = share_files(lanes, comm)
-        comm = None
-    for raw_spec, mask_spec in lanes:
+    ensembles = classifiers(project, args.retrain, args.tree_count)
+
+    def run_lane(lane: tuple[str, str | None], comm_for_blocks, quiet: bool) -> None:
+        raw_spec, mask_spec = lane
         source = open_input(raw_spec, raw_axes, args.stack_along)
         mask = open_input(mask_spec, mask_axes, args.stack_along) if mask_spec else None
-        run_image(project, source, mask, options, args, comm)
+        run_image(project, ensembles, source, mask, options, args, comm_for_blocks, quiet)
+
+    lanes = list(zip(raws, masks))
+    if comm is not None and not args.distributed:  # many files under mpiexec: one file per rank at a time
+        share_files(lanes, lambda lane: run_lane(lane, None, True), comm,
+                    progress=Progress(len(lanes), unit="files", quiet=args.quiet),
+                    describe=lambda lane: f"file {lane[0]}")
+        return
+    for lane in lanes:
+        run_lane(lane, comm, args.quiet)
 
 
-def run_image(project: Project, source: Source, mask: Source | None, options: ExportOptions,
-              args: argparse.Namespace, comm) -> str:
+def run_image(project: Project, ensembles: list[ForestEnsemble], source: Source, mask: Source | None,
+              options: ExportOptions, args: argparse.Namespace, comm, quiet: bool) -> str:
     """Process one input image into its export file; returns the output path."""
     shape = tuple(source.shape_tzyxc)
     if mask is not None and tuple(mask.shape_tzyxc)[:4] != shape[:4]:
         raise UserError(f"prediction mask {mask.nickname!r} has shape {tuple(mask.shape_tzyxc)[:4]} (tzyx) "
                         f"but the raw data has {shape[:4]}")
-    stages = resolve_stages(project, shape, args.retrain, args.tree_count)
+    stages = resolve_stages(project, ensembles, shape)
     request = options.request
     channels = output_channels(request, stages, shape[4])
     pipeline_dtype, drange = source_dtype_and_drange(request.kind, source.dtype)
@@ -214,7 +237,7 @@ def run_image(project: Project, source: Source, mask: Source | None, options: Ex
         writer.write(export.reorder_slices(local + (slice(0, channels),), out_axes), export.reorder(result, out_axes))
 
     voxels = int(np.prod(region_shape[:4]))
-    progress = Progress(len(grid), unit="blocks", total_voxels=voxels, quiet=args.quiet, label=source.nickname)
+    progress = Progress(len(grid), unit="blocks", total_voxels=voxels, quiet=quiet, label=source.nickname)
     try:
         run_blocks(grid, process, comm=comm, is_done=lambda b: writer.block_done(
             export.reorder_slices(tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(b.slices[:4], region[:4]))

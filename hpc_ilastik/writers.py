@@ -415,7 +415,7 @@ class _N5Writer(_StreamingWriter):
     def _create(self, resume: bool) -> None:
         self._track(self.path)
         self._track(self._dataset_dir())
-        attributes = {**self._metadata(self._axes), "axes": self._axes[::-1]}
+        attributes = {**self._metadata(self._axes), "axes": list(self._axes[::-1])}  # a list, as ilastik's distributed export and tensorstore expect
         self._dataset = create_n5_dataset(self.path, self._internal, self._shape, self._chunks, self._dtype,
                                           compression=self._compression, attributes=attributes, exist_ok=resume)
 

@@ -102,7 +102,7 @@ def test_n5_round_trip_with_ilastik_metadata(tmp_path, fmt, compression):
                  drange=(0.0, 1.0))
     ds = open_n5_dataset(str(path), "exported_data")
     assert ds.dtype == np.float32 and ds.chunks == (64, 64, 2) and np.array_equal(ds.read(), PROBS)
-    assert ds.attributes["axes"] == "cxy" and axis_keys(ds.attributes["axistags"]) == "yxc"
+    assert ds.attributes["axes"] == ["c", "x", "y"] and axis_keys(ds.attributes["axistags"]) == "yxc"
     assert ds.attributes["drange"] == [0.0, 1.0]
     assert ds.compression["type"] == compression and ds.compression.get("level", 1) == 1
 

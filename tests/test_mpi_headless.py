@@ -1,0 +1,130 @@
+"""The real pipeline under MPI: -n 1/2/3 equal the serial run, kill + resume, a failing rank ends the run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorstore as ts
+
+from hpc_ilastik.cli import main
+from hpc_ilastik.n5 import create_n5_dataset, open_n5_dataset
+from tests.conftest import API
+
+PROJECT = str(API / "PixelClass3D.ilp")
+BLOCK = '{"x": 24, "y": 24, "z": 24}'  # 64³ volume → 3 blocks per axis, uneven edge blocks
+MPIEXEC = ["mpiexec"]
+
+
+def _volume() -> np.ndarray:
+    return np.load(API / "Data_3D.npy")[..., 0]  # 64³ uint8, zyx
+
+
+@pytest.fixture(scope="module")
+def volume_h5(tmp_path_factory) -> str:
+    import h5py
+
+    path = tmp_path_factory.mktemp("mpi") / "vol.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=_volume(), chunks=(16, 16, 16))
+    return f"{path}/data"
+
+
+def _args(raw: str, out: str) -> list[str]:
+    return ["--headless", f"--project={PROJECT}", "--output_format=n5", f"--output_filename_format={out}",
+            f"--distributed_block_roi={BLOCK}", "--input_axes=zyx", raw]
+
+
+def _mpi(n: int, raw: str, out: str, **kwargs) -> subprocess.CompletedProcess:
+    command = MPIEXEC + ["-n", str(n), sys.executable, "-m", "hpc_ilastik", *_args(raw, out), "--distributed"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def _read(out: str) -> np.ndarray:
+    dataset = open_n5_dataset(out, "exported_data")
+    assert dataset.attributes.get("complete") is True
+    return dataset.read(tuple(slice(0, n) for n in dataset.shape))
+
+
+@pytest.fixture(scope="module")
+def serial(volume_h5, tmp_path_factory) -> np.ndarray:
+    out = str(tmp_path_factory.mktemp("serial") / "serial.n5")
+    assert main(_args(volume_h5, out) + ["--quiet"]) == 0
+    return _read(out)
+
+
+def test_serial_blockwise_equals_whole_image(volume_h5, serial, tmp_path):
+    whole = tmp_path / "whole.npy"
+    assert main(["--headless", f"--project={PROJECT}", "--output_format=numpy", f"--output_filename_format={whole}",
+                 "--input_axes=zyx", "--quiet", volume_h5]) == 0
+    assert serial.shape == (64, 64, 64, 2)
+    np.testing.assert_array_equal(serial, np.load(whole))
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_mpi_ranks_equal_serial(volume_h5, serial, tmp_path, ranks):
+    out = str(tmp_path / f"n{ranks}.n5")
+    done = _mpi(ranks, volume_h5, out)
+    assert done.returncode == 0, done.stderr
+    assert "blocks 27/27 (100%)" in done.stderr
+    np.testing.assert_array_equal(_read(out), serial)
+    # an independent N5 reader sees the same values and axes
+    store = ts.open({"driver": "n5", "kvstore": {"driver": "file", "path": out}, "path": "exported_data"}).result()
+    np.testing.assert_array_equal(np.asarray(store.read().result()).transpose(3, 2, 1, 0), serial)
+    assert open_n5_dataset(out, "exported_data").attributes["axes"] == ["c", "x", "y", "z"]
+
+
+def _chunk_files(out: str) -> list[Path]:
+    root = Path(out) / "exported_data"
+    return [p for p in root.rglob("*") if p.is_file() and p.name != "attributes.json" and ".tmp" not in p.name]
+
+
+def test_killed_run_resumes_to_identical_output(volume_h5, serial, tmp_path):
+    out = str(tmp_path / "resume.n5")
+    command = MPIEXEC + ["-n", "2", sys.executable, "-m", "hpc_ilastik", *_args(volume_h5, out), "--distributed"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while len(_chunk_files(out)) < 4 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    written = len(_chunk_files(out))
+    assert 4 <= written < 27, f"kill came too late or too early ({written} chunks)"
+    assert open_n5_dataset(out, "exported_data").attributes.get("complete") is not True
+
+    again = _mpi(2, volume_h5, out)
+    assert again.returncode == 0, again.stderr
+    assert f"{27 - written} blocks computed, {written} already done" in again.stderr
+    np.testing.assert_array_equal(_read(out), serial)
+
+
+def test_other_command_against_existing_output_is_refused(volume_h5, tmp_path):
+    out = str(tmp_path / "other.n5")
+    assert main(_args(volume_h5, out) + ["--quiet"]) == 0
+    other = _args(volume_h5, out)
+    other[other.index(f"--distributed_block_roi={BLOCK}")] = "--distributed_block_roi=32"
+    done = subprocess.run([sys.executable, "-m", "hpc_ilastik", *other], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "different command" in done.stderr and "block_shape" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_failing_rank_ends_the_whole_run(tmp_path):
+    """A damaged input chunk fails one block on one rank: every rank exits non-zero, the block is named."""
+    container = str(tmp_path / "input.n5")
+    data = create_n5_dataset(container, "raw", (64, 64, 64), (24, 24, 24), "uint8", attributes={"axes": ["x", "y", "z"]})
+    data.write((slice(0, 64),) * 3, _volume())
+    Path(data.chunk_path((1, 1, 1))).write_bytes(b"\x00\x00\x00\x03garbage")
+    start = time.monotonic()
+    done = _mpi(2, f"{container}/raw", str(tmp_path / "out.n5"))
+    assert done.returncode != 0
+    assert time.monotonic() - start < 200
+    assert "rank" in done.stderr and "block" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert open_n5_dataset(str(tmp_path / "out.n5"), "exported_data").attributes.get("complete") is not True
