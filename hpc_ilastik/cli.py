@@ -60,6 +60,22 @@ class _Parser(argparse.ArgumentParser):
         return f"unknown option {option} (see hpc-ilastik --help for the options)"
 
 
+_BOOLEANS = {"1": True, "yes": True, "true": True, "on": True, "0": False, "no": False, "false": False, "off": False}
+
+
+def _boolean(text: str) -> bool:
+    """A configparser-style boolean, as ilastik's --readonly takes it."""
+    if text.lower() not in _BOOLEANS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (use true/false, yes/no, on/off or 1/0)")
+    return _BOOLEANS[text.lower()]
+
+
+def _bare_readonly(argv: list[str]) -> list[str]:
+    """`--readonly FILE`: unlike ilastik, a following token that is no boolean stays an input file."""
+    return ["--readonly=true" if token == "--readonly" and argv[i + 1:i + 2] and argv[i + 1].lower() not in _BOOLEANS
+            else token for i, token in enumerate(argv)]
+
+
 def _both(name: str) -> list[str]:
     """ilastik's role and data-selection options exist with underscores and with dashes."""
     return [f"--{name}", f"--{name.replace('_', '-')}"]
@@ -71,8 +87,9 @@ def headless_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("general")
     g.add_argument("--headless", action="store_true", help="run without GUI (required: hpc-ilastik has no GUI)")
     g.add_argument("--project", help="the trained ilastik project (.ilp); opened read-only, never locked or modified")
-    g.add_argument("--readonly", nargs="?", const="true", default=None,
-                   help="accepted for compatibility; the project is always opened read-only")
+    g.add_argument("--readonly", nargs="?", const=True, default=None, type=_boolean, metavar="BOOL",
+                   help="accepted for compatibility (bare, or =true/false, yes/no, on/off, 1/0); the project is "
+                        "always opened read-only and never modified, even with --retrain")
     g.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     g.add_argument("--quiet", action="store_true", help="no progress or info output on stderr")
     g.add_argument("--logfile", help="also write the log to this file")
@@ -107,6 +124,10 @@ def headless_parser() -> argparse.ArgumentParser:
                    help="process only [(start,...),(stop,...)], one value per axis of the image's internal order "
                         "(yxc, zyxc, tyxc or tzyxc); None = from the start / to the end. Out-of-range values are an error")
 
+    g.add_argument("--threads", type=int,
+                   help="blocks computed at once by a single-process run (default: every core this process may use; "
+                        "under MPI each rank computes one block at a time: use more ranks instead)")
+
     d = p.add_argument_group("distributed (MPI)")
     d.add_argument("--distributed", action="store_true",
                    help="share one volume's blocks across MPI ranks (mpiexec/srun); every rank computes and writes its own chunks")
@@ -125,6 +146,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, help="label image of the same shape: 0 = unlabelled, 1..K = classes")
     p.add_argument("--features", help="'GaussianSmoothing:0.7,1.6;HessianOfGaussianEigenvalues:1.6,3.5' or a YAML file (default: a sensible set)")
     p.add_argument("--tree-count", dest="tree_count", type=int, default=100, help="number of trees (default 100, as ilastik)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the forest (default 0: the same inputs give the same project)")
     p.add_argument("--input_axes", help="axes of the raw image and the labels, e.g. zyx")
     p.add_argument("--store-inside", dest="store_inside", action="store_true", help="copy the raw image into the project")
     p.add_argument("--output", required=True, help="the project file to write")
@@ -160,7 +182,7 @@ def _dispatch(argv: list[str]) -> int:
         from hpc_ilastik.train import train_command
 
         train_command(raw=args.raw, labels=args.labels, features=args.features, tree_count=args.tree_count,
-                      output=args.output, raw_axes=args.input_axes, store_inside=args.store_inside)
+                      output=args.output, raw_axes=args.input_axes, store_inside=args.store_inside, seed=args.seed)
         return 0
     if argv and argv[0] == "demo":
         args = demo_parser().parse_args(argv[1:])
@@ -168,7 +190,7 @@ def _dispatch(argv: list[str]) -> int:
         from hpc_ilastik.demo import run_demo
 
         return run_demo(args.output_dir, distributed=args.distributed, quiet=args.quiet)
-    args = headless_parser().parse_args(argv)
+    args = headless_parser().parse_args(_bare_readonly(argv))
     _setup_logging(args.debug, args.quiet, args.logfile)
     if not args.headless:
         raise UserError("hpc-ilastik has no GUI: add --headless (or use the 'train' / 'demo' subcommands)")

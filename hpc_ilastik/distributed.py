@@ -30,6 +30,7 @@ import logging
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, NoReturn, Sequence, TypeVar
 
@@ -116,12 +117,13 @@ class RunStats:
 
 
 def run_blocks(blocks: Sequence[Block] | None, process_block: Callable[[Block], None], comm: Any | None = None, *,
-               is_done: Callable[[Block], bool] | None = None, progress: Progress | None = None) -> RunStats:
+               is_done: Callable[[Block], bool] | None = None, progress: Progress | None = None,
+               threads: int = 1) -> RunStats:
     """Run `process_block` on every block not `is_done`, shared dynamically over the ranks of `comm`
-    (a plain loop without one). Rank 0's `blocks` and `progress` are used; other ranks may pass None.
-    Every rank returns the run's statistics."""
+    (without one: a loop over `threads` worker threads; the kernels release the GIL). Rank 0's
+    `blocks` and `progress` are used; other ranks may pass None. Every rank returns the run's statistics."""
     job = _Job(process_block, is_done, "blocks", lambda block: block.voxels, str)
-    return _run_dynamic(blocks, job, comm, progress)
+    return _run_dynamic(blocks, job, comm, progress, threads)
 
 
 def share_files(files: Sequence[T] | None, process_file: Callable[[T], None], comm: Any | None = None, *,
@@ -151,23 +153,32 @@ class _Tally:
 
     def run(self, job: _Job, item: Any) -> bool:
         """Process one item unless it is done; True when it was computed."""
-        started = time.monotonic()
-        computed = not (job.is_done is not None and job.is_done(item))
-        if computed:
-            job.process(item)
-            self.computed += 1
-        else:
-            self.skipped += 1
-        self.busy += time.monotonic() - started
+        computed, busy = _process(job, item)
+        self.record(computed, busy)
         return computed
+
+    def record(self, computed: bool, busy: float) -> None:
+        self.computed += computed
+        self.skipped += not computed
+        self.busy += busy
 
     def stats(self) -> RankStats:
         return RankStats(self.rank, self.computed, self.skipped, self.busy, time.monotonic() - self.start)
 
 
-def _run_dynamic(items: Sequence[Any] | None, job: _Job, comm: Any | None, progress: Progress | None) -> RunStats:
+def _process(job: _Job, item: Any) -> tuple[bool, float]:
+    """Process one item unless it is done: (computed, seconds)."""
+    started = time.monotonic()
+    computed = not (job.is_done is not None and job.is_done(item))
+    if computed:
+        job.process(item)
+    return computed, time.monotonic() - started
+
+
+def _run_dynamic(items: Sequence[Any] | None, job: _Job, comm: Any | None, progress: Progress | None,
+                 threads: int = 1) -> RunStats:
     if comm is None or comm.Get_size() == 1:
-        return _run_serial(items or (), job, progress)
+        return _run_serial(items or (), job, progress, threads)
     from mpi4py import MPI
 
     comm = comm.Dup()  # our tags never meet the caller's messages
@@ -181,16 +192,34 @@ def _run_dynamic(items: Sequence[Any] | None, job: _Job, comm: Any | None, progr
         comm.Free()
 
 
-def _run_serial(items: Sequence[Any], job: _Job, progress: Progress | None) -> RunStats:
+def _run_serial(items: Sequence[Any], job: _Job, progress: Progress | None, threads: int = 1) -> RunStats:
     tally = _Tally(0)
-    for item in items:
+    lock = threading.Lock()
+
+    def one(item: Any) -> None:
         try:
-            computed = tally.run(job, item)
+            computed, busy = _process(job, item)
         except Exception as err:
             err.add_note(f"while processing {job.describe(item)}")
             raise
-        if progress is not None:
-            progress.update(job.voxels(item), computed)
+        with lock:
+            tally.record(computed, busy)
+            if progress is not None:
+                progress.update(job.voxels(item), computed)
+
+    if threads <= 1 or len(items) <= 1:
+        for item in items:
+            one(item)
+    else:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hpc-ilastik-block") as pool:
+            futures = [pool.submit(one, item) for item in items]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
     if progress is not None:
         progress.close()
     stats = tally.stats()

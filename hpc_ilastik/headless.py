@@ -113,6 +113,23 @@ def _describe_tzyxc(shape: tuple[int, ...]) -> str:
     return " ".join(f"{a}={n}" for a, n in zip("tzyxc", shape) if n > 1 or a in "yx")
 
 
+def check_like_training(project: Project, shape_tzyxc: tuple[int, ...]) -> None:
+    """ilastik's batch constraint: the input has the training image's spatial axes (t aside) and channel
+    count; a 2D project given a 3D volume is refused, even when its features are computed in 2D."""
+    trained = next((ref for lane in project.lanes if (ref := lane.roles.get("Raw Data")) is not None), None)
+    if trained is None or not trained.shape or len(trained.shape) != len(trained.axes):
+        return  # ilastik < 1.3 does not record the training shape; the feature count is still checked
+    sizes = dict(zip(trained.axes, trained.shape))
+    want = [sizes.get(a, 1) > 1 or a in "yx" for a in "zyx"] + [sizes.get("c", 1)]
+    got = [n > 1 or a in "yx" for a, n in zip("zyx", shape_tzyxc[1:4])] + [shape_tzyxc[4]]
+    if want != got:
+        raise UserError(
+            f"the input is {sum(got[:3])}D with {got[3]} channel(s) ({_describe_tzyxc(shape_tzyxc)}) but the project "
+            f"was trained on {sum(want[:3])}D images with {want[3]} channel(s) (training image {trained.nickname!r}, "
+            f"axes {trained.axes}, shape {tuple(trained.shape)}); ilastik refuses such inputs too: give data with the "
+            "training image's spatial axes and channels (check --input_axes), or use a project trained on such data")
+
+
 def output_channels(request: SourceRequest, stages: list[PixelStage], raw_channels: int) -> int:
     """How many channels the export source has."""
     kind, stage = request.kind, request.stage
@@ -193,6 +210,7 @@ def run_image(project: Project, ensembles: list[ForestEnsemble], source: Source,
     if mask is not None and tuple(mask.shape_tzyxc)[:4] != shape[:4]:
         raise UserError(f"prediction mask {mask.nickname!r} has shape {tuple(mask.shape_tzyxc)[:4]} (tzyx) "
                         f"but the raw data has {shape[:4]}")
+    check_like_training(project, shape)
     stages = resolve_stages(project, ensembles, shape)
     request = options.request
     channels = output_channels(request, stages, shape[4])
@@ -239,7 +257,7 @@ def run_image(project: Project, ensembles: list[ForestEnsemble], source: Source,
     voxels = int(np.prod(region_shape[:4]))
     progress = Progress(len(grid), unit="blocks", total_voxels=voxels, quiet=quiet, label=source.nickname)
     try:
-        run_blocks(grid, process, comm=comm, is_done=lambda b: writer.block_done(
+        run_blocks(grid, process, comm=comm, threads=_threads(args), is_done=lambda b: writer.block_done(
             export.reorder_slices(tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(b.slices[:4], region[:4]))
                                   + (slice(0, channels),), out_axes)), progress=progress)
     except BaseException:
@@ -249,6 +267,15 @@ def run_image(project: Project, ensembles: list[ForestEnsemble], source: Source,
     if comm is None or comm.Get_rank() == 0:
         log.info("%s: %s written to %s", source.nickname, options.source_name, path)
     return path
+
+
+def _threads(args: argparse.Namespace) -> int:
+    """Worker threads for blocks in a single-process run."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be at least 1, not {args.threads}")
+        return args.threads
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _fingerprint(project: Project, source: Source, options: ExportOptions, block_shape) -> dict:

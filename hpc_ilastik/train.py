@@ -282,7 +282,7 @@ def _labels_axes(raw_axes: str | None, labels_spec: str, raw: Source) -> str | N
 
 
 def train_command(raw: str, labels: str, features: str | None, tree_count: int, output: str,
-                  raw_axes: str | None, store_inside: bool) -> None:
+                  raw_axes: str | None, store_inside: bool, seed: int = 0) -> None:
     """`hpc-ilastik train`: features → random forest → a Pixel Classification project ilastik 1.4 can open."""
     source = open_input(raw, axes=raw_axes)
     label_source = open_input(labels, axes=_labels_axes(raw_axes, labels, source))
@@ -302,7 +302,7 @@ def train_command(raw: str, labels: str, features: str | None, tree_count: int, 
                         f"{'none' if not len(classes) else 'only class ' + str(int(classes[0]))}.")
     log.info("training %d trees on %d labelled pixels (%s) with %d features", tree_count, len(y),
              ", ".join(f"class {int(c)}: {int((y == c).sum())}" for c in classes), plan.n_channels_out)
-    ensemble = train_forests(X, y, tree_count)
+    ensemble = train_forests(X, y, tree_count, seed=seed)
     write_pixel_classification_project(
         output, raw=source, store_data_inside=store_inside, raw_file_path=raw,
         labels_tzyxc=blocks, selection=selection, ensemble=ensemble,

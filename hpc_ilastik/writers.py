@@ -802,8 +802,12 @@ def _make_directory(directory: str) -> None:
         os.makedirs(directory, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the output directory {directory}: {exc.strerror or exc}.") from exc
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise UserError(f"the output directory {directory} is not writable.")
+    try:  # a real probe: os.access says yes to root and on read-only or pseudo file systems
+        handle, probe = tempfile.mkstemp(prefix=".hpc-ilastik-probe-", dir=directory)
+    except OSError as exc:
+        raise UserError(f"the output directory {directory} is not writable: {exc.strerror or exc}.") from exc
+    os.close(handle)
+    _remove(probe)
 
 
 def _temp_name(path: str) -> str:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hpc_ilastik.cli import main
+from hpc_ilastik.project import open_project
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -22,24 +23,41 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
+def training_image(project: Path) -> str:
+    """The input spec of a project's first training image (Raw Data); a project-internal image is
+    passed as an HDF5 path into the .ilp, as ilastik reads it."""
+    ref = open_project(str(project)).lanes[0].roles["Raw Data"]
+    return f"{project}{ref.path}" if ref.location == "ProjectInternal" else ref.path
+
+
+def export_with_cli(out_dir: Path, project, inputs, *options: str) -> np.ndarray:
+    """`hpc-ilastik --headless` in-process with --output_format=numpy into the new folder `out_dir`;
+    asserts success (the error is in the captured stderr) and returns the one exported array."""
+    argv = ["--headless", f"--project={project}", "--output_format=numpy", "--quiet",
+            f"--output_filename_format={out_dir}/{{nickname}}_{{result_type}}.npy", *options, *map(str, inputs)]
+    assert main(argv) == 0, "hpc-ilastik failed: see the captured stderr"
+    written = sorted(out_dir.glob("*.npy"))
+    assert len(written) == 1, written
+    return np.load(written[0])
+
+
+def label_agreement(probs_tzyxc: np.ndarray, stage) -> tuple[int, int]:
+    """(pixels whose argmax is their label, labelled pixels) over the stage's labels of lane 0."""
+    agree = total = 0
+    for slices, block in stage.labels(0):
+        labels = block[..., 0]
+        labelled = labels > 0
+        predicted = probs_tzyxc[slices[:4]].argmax(axis=-1) + 1
+        agree += int(np.count_nonzero(predicted[labelled] == labels[labelled]))
+        total += int(np.count_nonzero(labelled))
+    return agree, total
+
+
 @pytest.fixture
-def headless(tmp_path, capsys):
-    """`run(project, inputs, *options)`: `hpc-ilastik --headless` in-process with --output_format=numpy
-    into a fresh folder under tmp_path; asserts success and returns the exported array."""
+def headless(tmp_path):
+    """`run(project, inputs, *options)`: export_with_cli into a fresh folder under tmp_path."""
     runs = itertools.count()
-
-    def run(project, inputs, *options: str) -> np.ndarray:
-        out = tmp_path / f"run{next(runs)}"
-        argv = ["--headless", f"--project={project}", "--output_format=numpy", "--quiet",
-                f"--output_filename_format={out}/{{nickname}}_{{result_type}}.npy", *options, *map(str, inputs)]
-        code = main(argv)
-        err = capsys.readouterr().err
-        assert code == 0, err
-        written = sorted(out.glob("*.npy"))
-        assert len(written) == 1, written
-        return np.load(written[0])
-
-    return run
+    return lambda project, inputs, *options: export_with_cli(tmp_path / f"run{next(runs)}", project, inputs, *options)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

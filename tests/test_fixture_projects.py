@@ -4,21 +4,15 @@ dtype and range are right, and on the pixels the project has labels for the argm
 import re
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
+from hpc_ilastik.cli import main
 from hpc_ilastik.project import open_project
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, label_agreement, training_image
 
 AGREEMENT = 0.8  # the large majority of labelled pixels must get their label's class
-
-
-def _training_image(project: Path) -> str:
-    """The resolved input spec of the project's first lane (Raw Data role)."""
-    ref = open_project(str(project)).lanes[0].roles["Raw Data"]
-    if ref.location == "ProjectInternal":
-        return f"{project}{ref.path}"
-    return ref.path
 
 
 def _file_of(spec: str) -> Path:
@@ -26,8 +20,21 @@ def _file_of(spec: str) -> Path:
     return Path(re.split(r"(?<=\.h5)/|(?<=\.ilp)/", spec, maxsplit=1)[0])
 
 
+def _stored_shape(spec: str) -> tuple[int, ...]:
+    """The shape of an HDF5 input (projects older than ilastik 1.3 do not record it)."""
+    file, inner = re.split(r"(?<=\.h5)/", spec, maxsplit=1)
+    with h5py.File(file, "r") as f:
+        return f[inner].shape
+
+
+def _tzyx_shape(axes: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The (t, z, y, x) extent of an image with these axes (absent axes have extent 1)."""
+    extent = dict(zip(axes, shape))
+    return tuple(extent.get(axis, 1) for axis in "tzyx")
+
+
 # collected at import: the top-level PixelClassification*.ilp whose training image is (not) on disk
-TOP_LEVEL = {p.name: _training_image(p) for p in sorted(FIXTURES.glob("PixelClassification*.ilp"))}
+TOP_LEVEL = {p.name: training_image(p) for p in sorted(FIXTURES.glob("PixelClassification*.ilp"))}
 PRESENT = sorted(name for name, spec in TOP_LEVEL.items() if _file_of(spec).exists())
 MISSING = sorted(name for name, spec in TOP_LEVEL.items() if not _file_of(spec).exists())
 
@@ -39,7 +46,7 @@ RENAMED = {"PixelClassification2d_units.ilp": FIXTURES / "inputdata" / "2d_with_
 # project (relative to the fixtures) → the input a user passes; notebooks/pc.ilp keeps its image inside
 # the project, which ilastik reads as an HDF5 path into the .ilp
 RUNS = {name: TOP_LEVEL[name] for name in PRESENT} | {name: str(path) for name, path in RENAMED.items()}
-RUNS["notebooks/pc.ilp"] = _training_image(FIXTURES / "notebooks" / "pc.ilp")
+RUNS["notebooks/pc.ilp"] = training_image(FIXTURES / "notebooks" / "pc.ilp")
 
 
 def test_the_expected_fixture_projects_are_found(fixtures_dir):
@@ -52,8 +59,6 @@ def test_the_expected_fixture_projects_are_found(fixtures_dir):
 
 @pytest.mark.parametrize("name", MISSING)
 def test_a_missing_training_image_is_a_clear_error(name, tmp_path, capsys):
-    from hpc_ilastik.cli import main
-
     missing = TOP_LEVEL[name]
     code = main(["--headless", f"--project={FIXTURES / name}", f"--output_filename_format={tmp_path}/out.h5", missing])
     err = capsys.readouterr().err
@@ -70,18 +75,11 @@ def test_project_predicts_its_own_labels(name, headless, record_property):
     ref = project.lanes[0].roles["Raw Data"]
     n_classes = len(stage.label_names)
     assert probs.dtype == np.float32 and probs.ndim == 5 and probs.shape[4] == n_classes
-    if ref.shape is not None:  # the project records the training image's shape (ilastik ≥ 1.3)
-        assert sorted(probs.shape[:4]) == sorted(d for d, a in zip(ref.shape, ref.axes) if a != "c") + [1] * (
-            4 - sum(a != "c" for a in ref.axes))
+    assert probs.shape[:4] == _tzyx_shape(ref.axes, ref.shape or _stored_shape(RUNS[name]))
     assert probs.min() >= 0 and probs.max() <= 1
     np.testing.assert_allclose(probs.sum(axis=-1), 1, atol=1e-5)
 
-    agree = total = 0
-    for slices, block in stage.labels(0):
-        labelled = block[..., 0] > 0
-        predicted = probs[slices[:4]].argmax(axis=-1) + 1
-        agree += int(np.count_nonzero(predicted[labelled] == block[..., 0][labelled]))
-        total += int(np.count_nonzero(labelled))
+    agree, total = label_agreement(probs, stage)
     assert total > 0
     record_property("figures", f"{name}: output {probs.shape} (tzyxc), argmax = label on {agree} of {total} "
                                f"labelled pixels ({100 * agree / total:.1f} %)")
