@@ -128,3 +128,20 @@ def test_failing_rank_ends_the_whole_run(tmp_path):
     assert "rank" in done.stderr and "block" in done.stderr
     assert "Traceback" not in done.stderr
     assert open_n5_dataset(str(tmp_path / "out.n5"), "exported_data").attributes.get("complete") is not True
+
+
+def test_mpi_ome_zarr_output_equals_serial(volume_h5, serial, tmp_path):
+    import zarr
+
+    out = str(tmp_path / "out.zarr")
+    command = MPIEXEC + ["-n", "2", sys.executable, "-m", "hpc_ilastik", *_args(volume_h5, out), "--distributed",
+                         "--output_format=single-scale OME-Zarr"]
+    command.remove("--output_format=n5")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    root = zarr.open_group(out, mode="r")
+    axes = [a["name"] for a in root.attrs["multiscales"][0]["axes"]]
+    assert axes == list("tczyx")
+    array = root[root.attrs["multiscales"][0]["datasets"][0]["path"]]
+    assert array.chunks[2:] == (24, 24, 24)  # one chunk per block
+    np.testing.assert_array_equal(np.asarray(array[0]).transpose(1, 2, 3, 0), serial)
