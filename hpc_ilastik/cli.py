@@ -15,9 +15,15 @@ from hpc_ilastik.errors import UserError
 log = logging.getLogger("hpc_ilastik")
 
 OUTPUT_FORMAT_HELP = (
-    "file format (default: the project's stored setting, else 'compressed hdf5'): hdf5, compressed hdf5, "
-    "n5, compressed n5, zarr, single-scale OME-Zarr, multi-scale OME-Zarr, numpy, tif/tiff, multipage tiff, "
-    "png, jpg, jpeg, bmp, gif, pnm, pgm, ppm, pbm, ras, hdr, '<2D format> sequence', multipage tiff sequence"
+    "file format (default: the project's stored setting, else 'compressed hdf5'; quote names with spaces): "
+    "hdf5, compressed hdf5 (gzip), n5, compressed n5, zarr, single-scale OME-Zarr, multi-scale OME-Zarr, numpy "
+    "(any shape and type); tif/tiff (one 2D image, any channels); multipage tiff (an OME-TIFF of a 3D+ image); "
+    "the 2D image formats png, jpg, jpeg, bmp, gif, pnm, pgm, ppm, pbm, ras, hdr (one 2D image; png and the pnm "
+    "family take uint8/uint16, jpg/gif/bmp/ras uint8, hdr float32 RGB: use --export_dtype and, for "
+    "probabilities, --export_source='Simple Segmentation' or the dranges); '<any of these> sequence' and "
+    "'multipage tiff sequence' (one file per slice along the first axis of the output, which "
+    "--output_axis_order chooses; the template needs {slice_index}). A format that cannot hold the export is "
+    "an error before anything is computed; dvid and blockwise hdf5 are not supported"
 )
 
 DESCRIPTION = """\
@@ -86,43 +92,79 @@ def headless_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"hpc-ilastik {__version__}")
     g = p.add_argument_group("general")
     g.add_argument("--headless", action="store_true", help="run without GUI (required: hpc-ilastik has no GUI)")
-    g.add_argument("--project", help="the trained ilastik project (.ilp); opened read-only, never locked or modified")
+    g.add_argument("--project", metavar="PROJECT.ilp",
+                   help="the trained ilastik project (Pixel Classification or Autocontext); opened read-only, never "
+                        "locked or modified. Required with --headless")
     g.add_argument("--readonly", nargs="?", const=True, default=None, type=_boolean, metavar="BOOL",
                    help="accepted for compatibility (bare, or =true/false, yes/no, on/off, 1/0); the project is "
                         "always opened read-only and never modified, even with --retrain")
     g.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     g.add_argument("--quiet", action="store_true", help="no progress or info output on stderr")
-    g.add_argument("--logfile", help="also write the log to this file")
+    g.add_argument("--logfile", metavar="FILE", help="also write the log to this file")
 
     i = p.add_argument_group("input")
-    i.add_argument("inputs", nargs="*", help="input images (one lane each); a quoted glob is one stacked image")
-    i.add_argument(*_both("raw_data"), dest="raw_data", nargs="+", help="input images for the Raw Data role")
-    i.add_argument(*_both("prediction_mask"), dest="prediction_mask", nargs="+",
-                   help="optional masks, one per raw input: pixels where the mask is 0 get probability 0")
-    i.add_argument(*_both("input_axes"), dest="input_axes",
-                   help="axes of the input files, e.g. zyx or tyxc (comma-separated per role); checked against the file's shape")
+    i.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="input images, one output each: HDF5/N5/zarr with the dataset path (file.h5/data, x.n5/raw, "
+                        "x.zarr/s0 for one OME-Zarr scale), TIFF, PNG, JPEG, BMP, GIF, .npy, .npz; relative to the "
+                        "current directory. A quoted glob ('slices/*.png') or paths joined by ':' are one stacked image")
+    i.add_argument(*_both("raw_data"), dest="raw_data", nargs="+", metavar="INPUT",
+                   help="the same inputs given to the Raw Data role by name (instead of positionally)")
+    i.add_argument(*_both("prediction_mask"), dest="prediction_mask", nargs="+", metavar="MASK",
+                   help="the Prediction Mask role: one mask per input, of the same t/z/y/x shape; pixels where the "
+                        "mask is 0 get probability 0 (so Simple Segmentation 1)")
+    i.add_argument(*_both("input_axes"), dest="input_axes", metavar="AXES",
+                   help="the axes of the input files, e.g. yx, zyx, tyxc: letters of tzyxc, x and y required, one per "
+                        "axis of the file (else an error); 'RAW,MASK' gives one per role, None keeps the file's own. "
+                        "Default: the file's metadata (HDF5/N5 axistags, OME-Zarr axes, TIFF), else ilastik's shape "
+                        "rule (2D yx, 3D yxc if the last axis is <= 4 long else zyx, 4D zyxc, 5D tzyxc)")
     i.add_argument(*_both("ignore_training_axistags"), dest="ignore_training_axistags", action="store_true",
-                   help="do not impose the training image's axes on the inputs (hpc-ilastik reads each file's own axes anyway)")
+                   help="accepted for compatibility: hpc-ilastik never imposes the training image's axes on the inputs "
+                        "(it reads each file's own axes); inputs must still have the training image's spatial axes "
+                        "and channel count")
     i.add_argument(*_both("stack_along"), dest="stack_along", default="z", choices=["z", "t", "c"],
-                   help="axis along which a quoted glob of files is stacked (default z)")
+                   help="axis along which the files of a quoted glob are stacked (default z): concatenated if the "
+                        "files have that axis, else it becomes a new axis")
     i.add_argument(*_both("preconvert_stacks"), dest="preconvert_stacks", action="store_true",
                    help="accepted for compatibility; stacks are read slice by slice without conversion")
 
-    e = p.add_argument_group("export (ilastik spells these with underscores only)")
-    e.add_argument("--export_source", help="what to export (default: the first of the workflow's sources, e.g. Probabilities)")
-    e.add_argument("--output_format", help=OUTPUT_FORMAT_HELP)
-    e.add_argument("--output_filename_format",
-                   help="output path template; placeholders {dataset_dir} {nickname} {result_type} {roi} "
-                        "{x_start} ... {t_stop} {slice_index} (default {dataset_dir}/{nickname}_{result_type})")
-    e.add_argument("--output_internal_path", help="dataset path inside HDF5/N5/zarr outputs (default exported_data)")
+    e = p.add_argument_group("export (ilastik spells these with underscores only; each one given overrides the "
+                             "setting stored in the project, whose stored settings apply otherwise)")
+    e.add_argument("--export_source", metavar="NAME",
+                   help="what to export, matched ignoring case (quote names with spaces). Pixel Classification: "
+                        "Probabilities (default; float32, one channel per label), 'Simple Segmentation' (uint8, "
+                        "argmax + 1), Uncertainty (1 - (highest - second-highest probability)), Features (the "
+                        "feature channels), Labels (uint8, 0 for new images). Autocontext: '<source> Stage 1', "
+                        "'<source> Stage 2' (default 'Probabilities Stage 2'), 'Input Stage 1/2', "
+                        "'Probabilities All Stages'. An unknown name is an error listing the valid ones")
+    e.add_argument("--output_format", metavar="FORMAT", help=OUTPUT_FORMAT_HELP)
+    e.add_argument("--output_filename_format", metavar="TEMPLATE",
+                   help="output path template (default: the project's, else {dataset_dir}/{nickname}_{result_type}); "
+                        "placeholders {dataset_dir} (the input's folder) {nickname} (input name without extension) "
+                        "{result_type} (the export source, spaces kept) {roi} {t_start} {t_stop} {z_start} ... "
+                        "{x_stop} (the exported region) and, for sequence formats (required there), {slice_index}. "
+                        "The text after the last dot is replaced by the format's extension. Relative paths: "
+                        "against the current directory when given here, against the project's folder when stored")
+    e.add_argument("--output_internal_path", metavar="PATH",
+                   help="dataset path inside HDF5, N5 and zarr outputs (default: the project's, else exported_data)")
     e.add_argument("--export_dtype", choices=["uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64"],
-                   help="output pixel type (default: the export source's type)")
-    e.add_argument("--output_axis_order", help="axis order of the output, e.g. czyx (default: the input's own order + c)")
-    e.add_argument("--pipeline_result_drange", help="value range before renormalisation, e.g. '(0.0,1.0)'; needs --export_drange")
-    e.add_argument("--export_drange", help="value range after renormalisation, e.g. '(0,255)'; needs --pipeline_result_drange")
-    e.add_argument("--cutout_subregion",
-                   help="process only [(start,...),(stop,...)], one value per axis of the image's internal order "
-                        "(yxc, zyxc, tyxc or tzyxc); None = from the start / to the end. Out-of-range values are an error")
+                   help="output pixel type (default: the project's, else the export source's type). Without the "
+                        "two dranges below it is a plain cast (probabilities to uint8 give 0/1)")
+    e.add_argument("--output_axis_order", metavar="ORDER",
+                   help="axis order of the output, e.g. cyx or tczyx (default: the project's, else the input's own "
+                        "order plus c); only axes of size 1 may be left out, new axes get size 1. OME-Zarr is "
+                        "always written tczyx")
+    e.add_argument("--pipeline_result_drange", metavar="(MIN,MAX)",
+                   help="value range of the export source for renormalisation, e.g. '(0.0,1.0)'; used only with "
+                        "--export_drange (alone it is ignored, as in ilastik)")
+    e.add_argument("--export_drange", metavar="(MIN,MAX)",
+                   help="value range to renormalise to, e.g. '(0,255)'; needs --pipeline_result_drange (else an "
+                        "error). out = min' + (x - min)*(max' - min')/(max - min), not clipped; float results going "
+                        "to an integer --export_dtype are rounded to the nearest integer (ilastik 1.4.2)")
+    e.add_argument("--cutout_subregion", metavar="[(START,...),(STOP,...)]",
+                   help="export only this region: one start and one stop per axis of the image's internal order "
+                        "(yxc for 2D, zyxc for 3D, tyxc, tzyxc; or all of tzyxc), e.g. '[(0,0,None),(100,200,None)]'; "
+                        "None means from the start / to the end. Features near the region's border use the whole "
+                        "image, as in ilastik. Unlike ilastik (which clips), a region beyond the image is an error")
 
     g.add_argument("--threads", type=int,
                    help="blocks computed at once by a single-process run (default: every core this process may use; "
@@ -130,13 +172,20 @@ def headless_parser() -> argparse.ArgumentParser:
 
     d = p.add_argument_group("distributed (MPI)")
     d.add_argument("--distributed", action="store_true",
-                   help="share one volume's blocks across MPI ranks (mpiexec/srun); every rank computes and writes its own chunks")
-    d.add_argument(*_both("distributed_block_roi"), dest="distributed_block_roi",
+                   help="share one volume's blocks across MPI ranks (mpiexec/srun); every rank computes and writes "
+                        "its own chunks (n5, zarr or OME-Zarr output; a rerun resumes). Needs mpi4py "
+                        "(pip install 'hpc-ilastik[mpi]'). Without it, several inputs under mpiexec are shared "
+                        "file by file")
+    d.add_argument(*_both("distributed_block_roi"), dest="distributed_block_roi", metavar="ROI",
                    help="block shape: an integer (x=y=z) or a dict like '{\"x\": 256, \"y\": 256, \"z\": 64, \"t\": 1, \"c\": None}'")
 
     w = p.add_argument_group("pixel classification")
-    w.add_argument("--retrain", action="store_true", help="train a new forest from the labels stored in the project, then predict (the project is not modified)")
-    w.add_argument("--tree-count", dest="tree_count", type=int, help="trees of a newly trained forest (default 100); implies training")
+    w.add_argument("--retrain", action="store_true",
+                   help="train a new forest (as ilastik: same features, 100 trees) from the labels and training "
+                        "images stored in the project, then predict; the project is not modified (ilastik would "
+                        "save it). A project without a trained forest is trained this way automatically")
+    w.add_argument("--tree-count", dest="tree_count", type=int, metavar="N",
+                   help="trees of a newly trained forest (default 100); implies --retrain (dashes, as in ilastik)")
     return p
 
 

@@ -10,7 +10,7 @@ from hpc_ilastik import export
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.project import ExportSettings
 
-from conftest import API
+from tests.conftest import API
 
 AUTOCONTEXT = ["Probabilities Stage 2", "Simple Segmentation Stage 2", "Uncertainty Stage 2", "Features Stage 2",
                "Labels Stage 2", "Input Stage 2", "Probabilities Stage 1", "Simple Segmentation Stage 1",

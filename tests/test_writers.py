@@ -15,7 +15,7 @@ from hpc_ilastik import writers
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.n5 import open_n5_dataset
 
-from conftest import API
+from tests.conftest import API
 
 PROBS = np.load(API / "res-Data_1channel_pc1xyc.npy")  # ilastik's yxc probabilities (128, 128, 2) float32
 
