@@ -9,6 +9,8 @@ and our derivative taps (scipy's own derivative kernels are normalised different
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from scipy import ndimage
 
@@ -68,15 +70,14 @@ def _feature(pre: np.ndarray, feature_id: str, sigma: float, axes: tuple[int, ..
     return eigenvalues_desc(upper, len(axes))
 
 
-def scipy_features(volume_zyxc: np.ndarray, plan: FeaturePlan) -> np.ndarray:
-    """The plan's feature stack as (F, z, y, x) float32, computed with scipy.ndimage and numpy."""
-    stack = np.empty((plan.n_channels_out,) + volume_zyxc.shape[:3], np.float32)
+def scipy_feature_groups(volume_zyxc: np.ndarray, plan: FeaturePlan) -> Iterator[tuple[int, np.ndarray]]:
+    """The plan's features as (first channel, (n, z, y, x) float32) per (feature, scale, input channel),
+    computed with scipy.ndimage and numpy; a generator, so that a caller can check each group and
+    drop it (the whole stack of a large volume need not exist twice)."""
     for c in range(plan.n_input_channels):
         channel = volume_zyxc[..., c].astype(np.float32)
         for step in plan.steps:
             pre = smooth(channel, step.presmooth_sigma, PRESMOOTH_WINDOW, step.presmooth_axes)
             for out in (o for o in plan.outputs if o.column == step.column):
-                first = out.first_channel + c * out.n_channels
-                stack[first:first + out.n_channels] = _feature(pre, out.feature_id, step.feature_sigma,
-                                                               step.feature_axes)
-    return stack
+                yield out.first_channel + c * out.n_channels, _feature(pre, out.feature_id, step.feature_sigma,
+                                                                        step.feature_axes)

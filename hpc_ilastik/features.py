@@ -9,14 +9,16 @@ is then taken from it at sigma_f = min(s, 1) with window 2.
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 from numpy.typing import ArrayLike
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.filters import (
+    Region,
+    _full,
     derivative_bank,
     eigenvalues,
     gaussian_smoothing,
@@ -185,6 +187,11 @@ def _feature_reach(feature_id: str, sigma: float) -> int:
     return r
 
 
+def _step_reach(step: ScaleStep, outputs: tuple[FeatureOutput, ...] | list[FeatureOutput]) -> int:
+    """How far the features of one scale look into its presmoothed image (along the feature axes)."""
+    return max(_feature_reach(o.feature_id, step.feature_sigma) for o in outputs if o.column == step.column)
+
+
 def _derivative_sigma(feature_id: str, sigma: float) -> float | None:
     """Sigma of the derivative kernels a feature uses (None for the smoothing-only features)."""
     if feature_id == "StructureTensorEigenvalues":
@@ -255,7 +262,7 @@ def plan_features(
 
     halo = [0, 0, 0]
     for st in steps:
-        reach = max(_feature_reach(o.feature_id, st.feature_sigma) for o in outputs if o.column == st.column)
+        reach = _step_reach(st, outputs)
         pre = kernel_radius(st.presmooth_sigma, PRESMOOTH_WINDOW)
         for a in range(3):
             h = (pre if a in st.presmooth_axes else 0) + (reach if a in st.feature_axes else 0)
@@ -278,10 +285,21 @@ def _sum_in_order(arrays: list[np.ndarray]) -> np.ndarray:
     return total
 
 
+def _grow(region: Region, by: int, axes: tuple[int, ...], shape: tuple[int, ...]) -> Region:
+    """region widened by `by` along `axes`, clipped to an array of `shape`."""
+    return tuple((max(lo - by, 0), min(hi + by, shape[a])) if a in axes else (lo, hi)
+                 for a, (lo, hi) in enumerate(region))
+
+
+def _relative(region: Region, within: Region) -> Region:
+    return tuple((lo - w0, hi - w0) for (lo, hi), (w0, _) in zip(region, within))
+
+
 def _scale_features(
-    pre: np.ndarray, sigma: float, axes: tuple[int, ...], targets: dict[str, np.ndarray]
+    pre: np.ndarray, sigma: float, axes: tuple[int, ...], targets: dict[str, np.ndarray], region: Region
 ) -> None:
-    """Write the features of one presmoothed channel at sigma_f into targets[id], each (n, z, y, x)."""
+    """Write the features of one presmoothed channel at sigma_f on `region` of pre into targets[id],
+    each (n, z, y, x) of the region's shape."""
     n = len(axes)
     zero = (0,) * n
     grad_o = gradient_orders(n)
@@ -296,7 +314,7 @@ def _scale_features(
         needed.update(grad_o)
     if "HessianOfGaussianEigenvalues" in targets:
         needed.update(hess_o)
-    bank = derivative_bank(pre, sigma, FEATURE_WINDOW, axes, needed)
+    bank = derivative_bank(pre, sigma, FEATURE_WINDOW, axes, needed, region)
 
     for fid, target in targets.items():
         if fid == "GaussianSmoothing":
@@ -306,48 +324,43 @@ def _scale_features(
         elif fid == "GaussianGradientMagnitude":
             np.sqrt(_sum_in_order([bank[o] * bank[o] for o in grad_o]), out=target[0])
         elif fid == "DifferenceOfGaussians":
-            np.subtract(bank[zero], gaussian_smoothing(pre, DOG_RATIO * sigma, FEATURE_WINDOW, axes), out=target[0])
+            smaller = gaussian_smoothing(pre, DOG_RATIO * sigma, FEATURE_WINDOW, axes, region)
+            np.subtract(bank[zero], smaller, out=target[0])
         elif fid == "StructureTensorEigenvalues":
             # fastfilters swaps ilastik's two scales: gradient at sigma_f/2, tensor smoothed at sigma_f
-            g = gradient(pre, sigma / 2, FEATURE_WINDOW, axes)
-            tensor = [
-                gaussian_smoothing(g[i] * g[j], sigma, FEATURE_WINDOW, axes) for i in range(n) for j in range(i, n)
-            ]
+            around = _grow(region, kernel_radius(sigma, FEATURE_WINDOW), axes, pre.shape)
+            g = gradient(pre, sigma / 2, FEATURE_WINDOW, axes, around)
+            inner = _relative(region, around)
+            tensor = [gaussian_smoothing(g[i] * g[j], sigma, FEATURE_WINDOW, axes, inner)
+                      for i in range(n) for j in range(i, n)]
             eigenvalues(tensor, out=target)
         else:  # HessianOfGaussianEigenvalues
             eigenvalues([bank[o] for o in hess_o], out=target)
 
 
-@njit(cache=True, nogil=True)
-def _channels_last(stack, out):
-    """out[i, f] = stack[f, i], a tile of pixels at a time so both sides stay in cache."""
-    n_features, n_pixels = stack.shape
-    for i0 in range(0, n_pixels, 512):
-        i1 = min(i0 + 512, n_pixels)
-        for f in range(n_features):
-            src = stack[f]
-            for i in range(i0, i1):
-                out[i, f] = src[i]
+def compute_features(block_zyxc: np.ndarray, plan: FeaturePlan, crop: Sequence[slice] | None = None) -> np.ndarray:
+    """Feature stack (z, y, x, F) float32 of a block whose array edges are the image border (mirror).
 
-
-def compute_features(block_zyxc: np.ndarray, plan: FeaturePlan) -> np.ndarray:
-    """Feature stack (z, y, x, F) float32 of a block whose array edges are the image border (mirror)."""
+    With `crop` (one slice per z, y, x axis of the block) only that part is computed and returned:
+    every filter pass computes just what the later passes need, so a block's halo costs little. The
+    result is a channels-last view of a channels-first array (each channel contiguous), which
+    `ForestEnsemble.predict_proba` reads without a copy.
+    """
     block = np.asarray(block_zyxc)
     if block.ndim != 4 or block.shape[3] != plan.n_input_channels:
         raise ValueError(f"expected a (z, y, x, {plan.n_input_channels}) block, got shape {block.shape}")
-    spatial = block.shape[:3]
-    stack = np.empty((plan.n_channels_out,) + spatial, np.float32)
+    shape = block.shape[:3]
+    wanted = _full(shape) if crop is None else tuple(s.indices(n)[:2] for s, n in zip(crop, shape))
+    stack = np.empty((plan.n_channels_out,) + tuple(hi - lo for lo, hi in wanted), np.float32)
     for c in range(plan.n_input_channels):
         channel = np.ascontiguousarray(block[..., c], dtype=np.float32)
         for st in plan.steps:
-            pre = gaussian_smoothing(channel, st.presmooth_sigma, PRESMOOTH_WINDOW, st.presmooth_axes)
+            around = _grow(wanted, _step_reach(st, plan.outputs), st.feature_axes, shape)
+            pre = gaussian_smoothing(channel, st.presmooth_sigma, PRESMOOTH_WINDOW, st.presmooth_axes, around)
             targets = {
                 o.feature_id: stack[o.first_channel + c * o.n_channels:o.first_channel + (c + 1) * o.n_channels]
                 for o in plan.outputs
                 if o.column == st.column
             }
-            _scale_features(pre, st.feature_sigma, st.feature_axes, targets)
-    out = np.empty(spatial + (plan.n_channels_out,), np.float32)
-    n_pixels = math.prod(spatial)
-    _channels_last(stack.reshape(plan.n_channels_out, n_pixels), out.reshape(n_pixels, plan.n_channels_out))
-    return out
+            _scale_features(pre, st.feature_sigma, st.feature_axes, targets, _relative(wanted, around))
+    return np.moveaxis(stack, 0, -1)

@@ -17,36 +17,40 @@ from hpc_ilastik.kernels import gaussian_kernel
 
 _CHUNK = 2048  # floats of one line processed together when convolving along a non-contiguous axis
 
+Region = tuple[tuple[int, int], ...]  # (start, stop) per axis of a zyx array
+
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _mirror_map(n: int, r: int) -> np.ndarray:
-    """Source index for each position -r..n-1+r of a line of length n, mirrored without edge repeat."""
-    idx = np.empty(n + 2 * r, np.int64)
+def _mirror_map(n: int, start: int, count: int) -> np.ndarray:
+    """Source index of each position start..start+count-1 of a line of length n, mirrored without edge repeat."""
+    idx = np.empty(count, np.int64)
     period = 2 * (n - 1)
-    for p in range(n + 2 * r):
+    for p in range(count):
         if n == 1:
             idx[p] = 0
             continue
-        i = abs(p - r) % period
+        i = abs(start + p) % period
         idx[p] = period - i if i >= n else i
     return idx
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _convolve_rows(src, half, antisym, out):
-    """Convolve each row of the 2-D arrays along its contiguous axis; half = taps 0..r."""
-    m, n = src.shape
+def _convolve_rows(src, half, antisym, out, lo):
+    """Convolve each row of the 2-D array src along its contiguous axis into out[:, :w], output position
+    i being line position lo + i; half = taps 0..r."""
+    n = src.shape[1]
+    m, w = out.shape
     r = half.shape[0] - 1
-    idx = _mirror_map(n, r)
-    buf = np.empty(n + 2 * r, np.float64)
-    acc = np.empty(n, np.float64)
+    idx = _mirror_map(n, lo - r, w + 2 * r)
+    buf = np.empty(w + 2 * r, np.float64)
+    acc = np.empty(w, np.float64)
     for row in range(m):
         s = src[row]
-        for p in range(n + 2 * r):
+        for p in range(w + 2 * r):
             buf[p] = s[idx[p]]
-        _accumulate(buf, r, n, half, antisym, acc)
+        _accumulate(buf, r, w, half, antisym, acc)
         o = out[row]
-        for i in range(n):
+        for i in range(w):
             o[i] = acc[i]
 
 
@@ -69,37 +73,47 @@ def _accumulate(buf, r, n, half, antisym, acc):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _convolve_lines(src, half, antisym, out):
-    """Convolve (outer, n, inner) arrays along axis 1, a contiguous chunk of `inner` at a time."""
+def _convolve_lines(src, half, antisym, out, lo):
+    """Convolve (outer, n, inner) arrays along axis 1 into out (outer, w, inner), output position i being
+    line position lo + i; a contiguous chunk of `inner` at a time."""
     outer, n, inner = src.shape
+    w = out.shape[1]
     r = half.shape[0] - 1
-    idx = _mirror_map(n, r)
+    idx = _mirror_map(n, lo - r, w + 2 * r)
     acc = np.empty(_CHUNK, np.float64)
+    h0 = np.float64(half[0])
     for b in range(outer):
         for c0 in range(0, inner, _CHUNK):
-            w = min(_CHUNK, inner - c0)
-            for i in range(n):
-                s = src[b, i, c0:c0 + w]
-                h0 = np.float64(half[0])
-                for t in range(w):
+            c = min(_CHUNK, inner - c0)
+            for i in range(w):
+                s = src[b, idx[i + r], c0:c0 + c]
+                for t in range(c):
                     acc[t] = h0 * s[t]
                 for k in range(1, r + 1):
                     hk = np.float64(half[k])
-                    lo = src[b, idx[i + r - k], c0:c0 + w]
-                    hi = src[b, idx[i + r + k], c0:c0 + w]
+                    a = src[b, idx[i + r - k], c0:c0 + c]
+                    z = src[b, idx[i + r + k], c0:c0 + c]
                     if antisym:
-                        for t in range(w):
-                            acc[t] += hk * (np.float64(lo[t]) - np.float64(hi[t]))
+                        for t in range(c):
+                            acc[t] += hk * (np.float64(a[t]) - np.float64(z[t]))
                     else:
-                        for t in range(w):
-                            acc[t] += hk * (np.float64(lo[t]) + np.float64(hi[t]))
-                o = out[b, i, c0:c0 + w]
-                for t in range(w):
+                        for t in range(c):
+                            acc[t] += hk * (np.float64(a[t]) + np.float64(z[t]))
+                o = out[b, i, c0:c0 + c]
+                for t in range(c):
                     o[t] = acc[t]
 
 
-def convolve_axis(img: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
-    """True convolution of a float32 zyx array with a symmetric or antisymmetric odd-length kernel."""
+def _full(shape: Sequence[int]) -> Region:
+    return tuple((0, int(n)) for n in shape)
+
+
+def convolve_axis(img: np.ndarray, taps: np.ndarray, axis: int, span: tuple[int, int] | None = None) -> np.ndarray:
+    """True convolution of a float32 zyx array with a symmetric or antisymmetric odd-length kernel.
+
+    `span` = (start, stop) along `axis` limits the output to those positions (the input is read where
+    the kernel reaches, mirrored at the array's own edges); default: the whole axis.
+    """
     taps = np.asarray(taps, dtype=np.float64)
     r = (taps.size - 1) // 2
     if taps.size % 2 == 0:
@@ -111,18 +125,21 @@ def convolve_axis(img: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
         antisym = True
     else:
         raise ValueError("kernel must be symmetric or antisymmetric")
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2, not {axis}")
     half = np.ascontiguousarray(taps[r:], dtype=np.float32)
     src = np.ascontiguousarray(img, dtype=np.float32)
-    out = np.empty_like(src)
+    lo, hi = span if span is not None else (0, src.shape[axis])
+    shape = list(src.shape)
+    shape[axis] = hi - lo
+    out = np.empty(shape, np.float32)
     z, y, x = src.shape
     if axis == 2:
-        _convolve_rows(src.reshape(z * y, x), half, antisym, out.reshape(z * y, x))
+        _convolve_rows(src.reshape(z * y, x), half, antisym, out.reshape(z * y, hi - lo), lo)
     elif axis == 1:
-        _convolve_lines(src, half, antisym, out)
-    elif axis == 0:
-        _convolve_lines(src.reshape(1, z, y * x), half, antisym, out.reshape(1, z, y * x))
+        _convolve_lines(src, half, antisym, out, lo)
     else:
-        raise ValueError(f"axis must be 0, 1 or 2, not {axis}")
+        _convolve_lines(src.reshape(1, z, y * x), half, antisym, out.reshape(1, hi - lo, y * x), lo)
     return out
 
 
@@ -136,19 +153,25 @@ def convolve_separable(img: np.ndarray, kernels: Sequence[np.ndarray | None]) ->
 
 
 def derivative_bank(
-    img: np.ndarray, sigma: float, window: float, axes: Sequence[int], orders: Iterable[tuple[int, ...]]
+    img: np.ndarray, sigma: float, window: float, axes: Sequence[int], orders: Iterable[tuple[int, ...]],
+    region: Region | None = None,
 ) -> dict[tuple[int, ...], np.ndarray]:
     """Gaussian derivatives of img for each orders tuple (derivative order per entry of axes).
 
     Partial results along the axes filtered first (the contiguous x first) are shared between
     tuples, e.g. the Hessian and the gradient reuse one x-smoothed and one x-differentiated image.
+    `region` ((start, stop) per zyx axis) limits the outputs to that box of img: each pass computes only
+    its own axis' part of the box, axes that are not filtered are cut to it first.
     """
+    region = region or _full(img.shape)
     wanted = set(orders)
     kernels = {o: gaussian_kernel(sigma, o, window) for t in wanted for o in t}
-    level: dict[tuple[int, ...], np.ndarray] = {(): np.ascontiguousarray(img, dtype=np.float32)}
+    cut = tuple(slice(*region[a]) if a not in axes else slice(None) for a in range(img.ndim))
+    level: dict[tuple[int, ...], np.ndarray] = {(): np.ascontiguousarray(img[cut], dtype=np.float32)}
     for pos in reversed(range(len(axes))):
         level = {
-            key: convolve_axis(level[key[1:]], kernels[key[0]], axes[pos]) for key in {t[pos:] for t in wanted}
+            key: convolve_axis(level[key[1:]], kernels[key[0]], axes[pos], region[axes[pos]])
+            for key in {t[pos:] for t in wanted}
         }
     return {t: level[t] for t in wanted}
 
@@ -157,10 +180,11 @@ def _unit(n: int, i: int) -> tuple[int, ...]:
     return tuple(1 if a == i else 0 for a in range(n))
 
 
-def gaussian_smoothing(img: np.ndarray, sigma: float, window: float, axes: Sequence[int]) -> np.ndarray:
-    """Gaussian smoothing along the given axes."""
+def gaussian_smoothing(img: np.ndarray, sigma: float, window: float, axes: Sequence[int],
+                       region: Region | None = None) -> np.ndarray:
+    """Gaussian smoothing along the given axes (on `region` of img, see derivative_bank)."""
     zero = (0,) * len(axes)
-    return derivative_bank(img, sigma, window, axes, [zero])[zero]
+    return derivative_bank(img, sigma, window, axes, [zero], region)[zero]
 
 
 def gradient_orders(n_axes: int) -> list[tuple[int, ...]]:
@@ -177,10 +201,11 @@ def hessian_orders(n_axes: int) -> list[tuple[int, ...]]:
     ]
 
 
-def gradient(img: np.ndarray, sigma: float, window: float, axes: Sequence[int]) -> list[np.ndarray]:
-    """Gaussian gradient components along the given axes."""
+def gradient(img: np.ndarray, sigma: float, window: float, axes: Sequence[int],
+             region: Region | None = None) -> list[np.ndarray]:
+    """Gaussian gradient components along the given axes (on `region` of img, see derivative_bank)."""
     orders = gradient_orders(len(axes))
-    bank = derivative_bank(img, sigma, window, axes, orders)
+    bank = derivative_bank(img, sigma, window, axes, orders, region)
     return [bank[o] for o in orders]
 
 

@@ -217,7 +217,7 @@ def run_image(project: Project, ensembles: list[ForestEnsemble], source: Source,
     pipeline_dtype, drange = source_dtype_and_drange(request.kind, source.dtype)
     export_shape = shape[:4] + (channels,)
     region = export.parse_cutout(options.cutout, export_shape) if options.cutout else tuple(slice(0, n) for n in export_shape)
-    region_shape = tuple(s.stop - s.start for s in region[:4]) + (channels,)
+    region_shape = tuple(s.stop - s.start for s in region)  # the cut-out may select channels too
     out_axes = export.output_axes(source.axes, options.axis_order, region_shape)
     out_dtype = np.dtype(options.export_dtype or pipeline_dtype)
     normalization = (options.pipeline_drange, options.export_drange) if options.export_drange else None
@@ -232,11 +232,13 @@ def run_image(project: Project, ensembles: list[ForestEnsemble], source: Source,
     grid = blk.plan_blocks(shape, block_shape, region[:4] + (slice(0, shape[4]),))
     context = halo(stages, request.stage if request.kind != "All Probabilities" else len(stages) - 1)
     writer = open_writer(
-        options.output_format, path, internal_path=options.internal_path,
+        options.output_format, path, internal_path=export.format_known_keys(options.internal_path, {  # as ilastik
+            "dataset_dir": source.dataset_dir, "nickname": source.nickname.replace("*", ""),
+            "result_type": options.source_name}),
         shape=export.reorder_shape(region_shape, out_axes), dtype=out_dtype, axes=out_axes,
-        chunks=export.reorder_shape(tuple(block_shape[:4]) + (channels,), out_axes), drange=drange,
+        chunks=export.reorder_shape(tuple(block_shape[:4]) + region_shape[4:], out_axes), drange=drange,
         resolutions=source.resolutions, units=source.units, comm=comm,
-        offset=tuple(s.start for s in export.reorder_slices(region[:4] + (slice(0, channels),), out_axes)),
+        offset=tuple(s.start for s in export.reorder_slices(region, out_axes)),
         fingerprint=_fingerprint(project, source, options, block_shape))
 
     def process(block: blk.Block) -> None:
@@ -252,14 +254,15 @@ def run_image(project: Project, ensembles: list[ForestEnsemble], source: Source,
         else:
             result = export.convert_dtype(result, out_dtype)
         local = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(block.slices[:4], region[:4]))
-        writer.write(export.reorder_slices(local + (slice(0, channels),), out_axes), export.reorder(result, out_axes))
+        writer.write(export.reorder_slices(local + (slice(0, region_shape[4]),), out_axes),
+                     export.reorder(result[..., region[4]], out_axes))
 
     voxels = int(np.prod(region_shape[:4]))
     progress = Progress(len(grid), unit="blocks", total_voxels=voxels, quiet=quiet, label=source.nickname)
     try:
         run_blocks(grid, process, comm=comm, threads=_threads(args), is_done=lambda b: writer.block_done(
             export.reorder_slices(tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(b.slices[:4], region[:4]))
-                                  + (slice(0, channels),), out_axes)), progress=progress)
+                                  + (slice(0, region_shape[4]),), out_axes)), progress=progress)
     except BaseException:
         writer.abort()
         raise

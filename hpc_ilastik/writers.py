@@ -178,13 +178,18 @@ def open_writer(fmt: str, path: str, *, internal_path: str = "exported_data", sh
         chunks = _chunk_shape(shape, axes, chunks, dtype, 1_024_000 if "OME" in name else 512_000)
         common = dict(path=path, shape=shape, dtype=dtype, axes=axes, chunks=chunks, drange=drange,
                       resolutions=resolutions, units=units, comm=comm, fingerprint=fingerprint)
-        if name.endswith("n5"):
-            return _N5Writer(internal_path=internal_path, compress=name.startswith("compressed"), **common)
-        if name == "zarr":
-            return _ZarrWriter(internal_path=internal_path, **common)
-        return _OmeZarrWriter(multiscale=name.startswith("multi"), offset=offset, **common)
+        try:
+            if name.endswith("n5"):
+                return _N5Writer(internal_path=internal_path, compress=name.startswith("compressed"), **common)
+            if name == "zarr":
+                return _ZarrWriter(internal_path=internal_path, **common)
+            return _OmeZarrWriter(multiscale=name.startswith("multi"), offset=offset, **common)
+        except OSError as exc:  # e.g. a file where the container's folder should be
+            raise UserError(f"cannot create the output {path}: {exc.strerror or exc}.") from exc
     if comm is not None and comm.Get_size() > 1:
         raise UserError(f"format {name} cannot be written by several MPI ranks; use n5, zarr or OME-Zarr.")
+    if os.path.isdir(path):
+        raise UserError(f"the output {path} is a folder; remove it or choose another --output_filename_format.")
     if name.endswith("hdf5"):
         return _HDF5Writer(path, internal_path, shape, dtype, axes, name == "compressed hdf5", drange, resolutions, units)
     return _WholeImageWriter(path, shape, dtype, _files_for(name, path, shape, axes, offset, resolutions, units),
@@ -215,13 +220,16 @@ class _WholeImageWriter(Writer):
             for final, save in self._files(self._buffer):
                 staged.append((_temp_name(final), final))
                 save(staged[-1][0])
-        except BaseException:
+            for temp, final in staged:
+                os.replace(temp, final)
+        except BaseException as exc:
             for temp, _ in staged:
                 _remove(temp)
             self._release()
+            if isinstance(exc, OSError):
+                raise UserError(f"cannot write the output {staged[-1][1] if staged else self.path}: "
+                                f"{exc.strerror or exc}.") from exc
             raise
-        for temp, final in staged:
-            os.replace(temp, final)
         self._release()
 
     def abort(self) -> None:
@@ -244,6 +252,9 @@ class _HDF5Writer(Writer):
         self._internal = internal_path.strip("/")
         if not self._internal:
             raise UserError("HDF5 output needs a dataset name: give --output_internal_path (e.g. exported_data).")
+        if os.path.exists(path) and not h5py.is_hdf5(path):  # found before computing, not when adding to it
+            raise UserError(f"the output goes into the existing file {path}, which is not an HDF5 file; remove it "
+                            "or choose another --output_filename_format.")
         self._temp = _temp_name(path)
         self._file = h5py.File(self._temp, "w")
         try:

@@ -1,11 +1,15 @@
 """Autocontext headless: the fixture projects on their own data, every export source of ilastik's manual,
-and blockwise (with both stages' halos) equal to whole-image."""
+blockwise (with both stages' halos) equal to whole-image, and 2 MPI ranks equal to serial."""
+
+import subprocess
+import sys
 
 import h5py
 import numpy as np
 import pytest
 
 from hpc_ilastik.export import simple_segmentation, uncertainty
+from hpc_ilastik.n5 import open_n5_dataset
 from hpc_ilastik.project import open_project
 from tests.conftest import FIXTURES, export_with_cli, label_agreement, training_image
 
@@ -40,6 +44,18 @@ def _raw_tzyxc(project) -> np.ndarray:
     data = data.reshape(data.shape + (1,) * (len(axes) - data.ndim))
     order = [axes.index(a) for a in "tzyxc" if a in axes]
     return data.transpose(order).reshape([dict(zip(axes, data.shape)).get(a, 1) for a in "tzyxc"])
+
+
+def _check_labels(ac, both: np.ndarray) -> str:
+    """Assert that each stage's argmax (in `Probabilities All Stages`, tzyxc) gives the stage's own labels
+    for the large majority of its labelled pixels; returns the figures."""
+    n1 = len(ac.stages[0].label_names)
+    figures = []
+    for index, (stage, probs) in enumerate(zip(ac.stages, (both[..., :n1], both[..., n1:])), start=1):
+        agree, total = label_agreement(probs, stage)
+        assert total > 0 and agree >= AGREEMENT * total, (index, agree, total)
+        figures.append(f"stage {index} {agree}/{total} ({100 * agree / total:.1f} %)")
+    return "argmax = label on " + ", ".join(figures) + " labelled pixels"
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +132,7 @@ def test_stage_features_are_computed_on_the_stage_input(exports):
     assert (start1, start2) == (f1.shape[-1], f2.shape[-1])
 
 
-@pytest.mark.parametrize("project", [AC2D3C, AC5T])
+@pytest.mark.parametrize("project", [AC2D3C, AC5T], ids=lambda path: path.name)
 def test_fixture_projects_predict_their_own_labels(project, tmp_path, record_property):
     """Both stages, on the project's own training image: right shape, and the argmax matches the labels."""
     ac = open_project(str(project))
@@ -126,26 +142,14 @@ def test_fixture_projects_predict_their_own_labels(project, tmp_path, record_pro
                            "--output_axis_order=tzyxc")
     n1, n2 = (len(stage.label_names) for stage in ac.stages)
     assert both.shape == raw.shape[:4] + (n1 + n2,)
-    figures = []
-    for stage, probs in zip(ac.stages, (both[..., :n1], both[..., n1:])):
-        agree, total = label_agreement(probs, stage)
-        figures.append(f"{agree}/{total} ({100 * agree / total:.1f} %)")
-        assert total > 0 and agree >= AGREEMENT * total
-    record_property("figures", f"{project.name}: output {both.shape} (tzyxc), argmax = label on stage 1 "
-                               f"{figures[0]}, stage 2 {figures[1]} labelled pixels")
+    record_property("figures", f"{project.name}: output {both.shape} (tzyxc), {_check_labels(ac, both)}")
 
 
 def test_notebook_project_on_its_image(notebook_all_stages, record_property):
     ac = open_project(str(NOTEBOOK))
     n1, n2 = (len(stage.label_names) for stage in ac.stages)
     assert notebook_all_stages.shape == (1, 1, 1024, 1344, n1 + n2) == (1, 1, 1024, 1344, 5)
-    figures = []
-    for stage, probs in zip(ac.stages, (notebook_all_stages[..., :n1], notebook_all_stages[..., n1:])):
-        agree, total = label_agreement(probs, stage)
-        figures.append(f"{agree}/{total} ({100 * agree / total:.1f} %)")
-        assert total > 0 and agree >= AGREEMENT * total
-    record_property("figures", f"notebooks/ac.ilp: argmax = label on stage 1 {figures[0]}, stage 2 {figures[1]} "
-                               "labelled pixels")
+    record_property("figures", f"notebooks/ac.ilp: {_check_labels(ac, notebook_all_stages)}")
 
 
 CUTOUT = "[(448,576,None),(576,704,None)]"  # yxc: a 128x128 region in the middle of the 1024x1344 image
@@ -171,3 +175,19 @@ def test_blockwise_equals_whole_image_with_both_stages_halos(notebook_all_stages
                             "--export_source=Probabilities All Stages", "--output_axis_order=tzyxc",
                             "--distributed_block_roi=16")
     np.testing.assert_array_equal(small, exports["Probabilities All Stages"])
+
+
+def test_two_mpi_ranks_equal_serial(exports, tmp_path):
+    """`mpiexec -n 2 ... --distributed`: the ranks share the blocks and write one N5 equal to the serial run."""
+    out = tmp_path / "ac.n5"
+    command = ["mpiexec", "-n", "2", sys.executable, "-m", "hpc_ilastik", "--headless", "--distributed",
+               f"--project={AC2D3C}", "--export_source=Probabilities All Stages", "--output_format=n5",
+               "--distributed_block_roi=24", "--output_axis_order=tzyxc", f"--output_filename_format={out}",
+               training_image(AC2D3C)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "blocks 32/32 (100%)" in done.stderr  # 73x187 in 24x24 blocks: 4 x 8
+    dataset = open_n5_dataset(str(out), "exported_data")
+    assert dataset.attributes.get("complete") is True
+    np.testing.assert_array_equal(dataset.read(tuple(slice(0, n) for n in dataset.shape)),
+                                  exports["Probabilities All Stages"])

@@ -1,0 +1,35 @@
+"""Run `hpc-ilastik` in this process and record what one rank used: `python rank.py REPORT ARGS...`.
+
+Writes `REPORT.<rank>` as JSON: the rank, the wall time of the command in this process and its peak
+resident memory (ru_maxrss). Used by `run.py` for single-process and `mpiexec` runs alike.
+"""
+
+import json
+import os
+import resource
+import sys
+import time
+
+
+def _rank() -> int:
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 0
+
+
+def main() -> int:
+    report, argv = sys.argv[1], sys.argv[2:]
+    from hpc_ilastik.cli import main as cli_main
+
+    start = time.perf_counter()
+    code = cli_main(argv)
+    seconds = time.perf_counter() - start
+    with open(f"{report}.{_rank()}", "w") as f:
+        json.dump({"rank": _rank(), "seconds": seconds, "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                   "exit_code": code}, f)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

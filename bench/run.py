@@ -1,0 +1,426 @@
+"""hpc-ilastik's benchmark: the pixel-classification path against scipy.ndimage + scikit-learn, one thread each.
+
+    python bench/run.py                    # W1, W2, W3 at full size (a few minutes on 2 cores)
+    python bench/run.py --quick            # tiny sizes: the CI smoke run
+    python bench/run.py --readme bench/README.md --json results.json
+
+Every workload trains a 100-tree forest on synthetic data (`hpc_ilastik.synthetic`) with scikit-learn,
+converts it (`forest.from_sklearn`) and writes an ilastik project; the same forest then runs in both
+engines. Baselines run in the same process and run: the features with scipy.ndimage/numpy
+(`baseline.py`), the forest with the sklearn model's `predict_proba`. Each run checks that our outputs
+agree with the baseline's (features within 1e-3·max|channel| + 1e-6·input range, probabilities with
+argmax agreement >= 99.9 % and max |diff| <= 1e-4) and prints ratios measured in that run.
+
+W1: 3-D uint8 volume, one channel, all six features at scales 0.7 to 10 (60 channels).
+W2: 2-D image, three channels, `hpc-ilastik train`'s default feature subset (48 channels).
+W3: W1 through `mpiexec -n 2 ... --distributed` against `-n 1` (parallel efficiency), and the peak
+    memory per rank for W1 and for half its volume (same blocks: the peak must not grow with the volume).
+"""
+
+from __future__ import annotations
+
+import os
+
+SINGLE_THREAD = {var: "1" for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                       "MKL_NUM_THREADS")}
+os.environ.update(SINGLE_THREAD)  # before numpy, scipy, numba load their thread pools
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import h5py  # noqa: E402
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy  # noqa: E402
+import sklearn  # noqa: E402
+from sklearn.ensemble import RandomForestClassifier  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline import scipy_feature_groups  # noqa: E402
+
+from hpc_ilastik.features import DEFAULT_FEATURE_IDS, FeatureSelection, compute_features, plan_features  # noqa: E402
+from hpc_ilastik.forest import ForestEnsemble, from_sklearn  # noqa: E402
+from hpc_ilastik.ilp_writer import write_pixel_classification_project  # noqa: E402
+from hpc_ilastik.inputs import open_input  # noqa: E402
+from hpc_ilastik.n5 import open_n5_dataset  # noqa: E402
+from hpc_ilastik.synthetic import make_blobs_volume, sparse_labels  # noqa: E402
+from hpc_ilastik.train import label_blocks_from_image, parse_feature_spec, training_set  # noqa: E402
+
+BENCH_DIR = Path(__file__).resolve().parent
+RANK_SCRIPT = BENCH_DIR / "rank.py"
+TREES = 100
+FOREST_SAMPLE_ROWS = 1 << 21  # rows both forests predict (sklearn's time is linear in the rows)
+ARGMAX_AGREEMENT = 0.999
+MAX_PROBABILITY_DIFF = 1e-4
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+TARGETS = {"W1": 10.0, "W2": 10.0, "efficiency": 0.90}
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    shape_zyx: tuple[int, int, int]
+    channels: int
+    selection: FeatureSelection
+    strokes_per_class: int
+    distributed_block: int | None = None  # W3: block edge for --distributed_block_roi
+
+
+def workloads(quick: bool) -> dict[str, Workload]:
+    """W1 and W2 at full or --quick size (W3 reuses W1's data)."""
+    scales_3d = (0.7, 1.0, 1.6, 3.5, 5.0, 10.0)
+    every_feature = FeatureSelection(DEFAULT_FEATURE_IDS, scales_3d, tuple((True,) * 6 for _ in DEFAULT_FEATURE_IDS),
+                                     (False,) * 6)
+    typical_2d = replace(parse_feature_spec(None), compute_in_2d=(True,) * 7)
+    side3, side2 = (72, 512) if quick else (256, 4096)  # the half volume (W3) keeps z >= 36 for σ=10
+    return {
+        "W1": Workload("W1", f"3D uint8 {side3}³, 1 channel, all features σ 0.7-10", (side3,) * 3, 1, every_feature,
+                       30, distributed_block=side3 // 2),
+        "W2": Workload("W2", f"2D uint8 {side2}², 3 channels, typical subset", (1, side2, side2), 3, typical_2d, 30),
+    }
+
+
+# ---- data, training, project --------------------------------------------------------------------------------
+
+def synthetic_image(work: Workload) -> tuple[np.ndarray, np.ndarray]:
+    """(raw zyxc uint8, truth zyx): blob volumes; 2-D images are 512² tiles so cells keep their size."""
+    if work.shape_zyx[0] > 1:
+        raw, truth = make_blobs_volume(work.shape_zyx, seed=0)
+        return raw[..., None], truth
+    side = work.shape_zyx[1]
+    tile = min(side, 512)
+    tiles = [[make_blobs_volume((tile, tile), seed=i * 64 + j) for j in range(side // tile)] for i in range(side // tile)]
+    raw = np.block([[t[0] for t in row] for row in tiles])
+    truth = np.block([[t[1] for t in row] for row in tiles])
+    other = np.block([[make_blobs_volume((tile, tile), seed=10_000 + i * 64 + j)[0] for j in range(side // tile)]
+                      for i in range(side // tile)])
+    channels = [raw, 255 - raw, other][:work.channels]
+    return np.stack(channels, axis=-1)[None], truth[None]
+
+
+def write_inputs(work: Workload, raw_zyxc: np.ndarray, labels_zyx: np.ndarray, folder: Path) -> tuple[str, str, str]:
+    """The raw image and labels as HDF5 (zyx for one 3-D channel, yxc for 2-D); returns (raw, labels, axes)."""
+    path = folder / f"{work.name}.h5"
+    three_d = work.shape_zyx[0] > 1
+    axes = "zyx" if three_d else "yxc"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("raw", data=raw_zyxc[..., 0] if three_d else raw_zyxc[0], chunks=True)
+        f.create_dataset("labels", data=labels_zyx if three_d else labels_zyx[0], chunks=True)
+    return f"{path}/raw", f"{path}/labels", axes
+
+
+def train(features_zyxf: np.ndarray, labels_zyx: np.ndarray) -> tuple[RandomForestClassifier, ForestEnsemble]:
+    """A 100-tree forest with vigra's settings as `hpc_ilastik.train` uses them, and its vigra conversion."""
+    X, y = training_set(features_zyxf, labels_zyx)
+    mtry = max(1, int(math.floor(math.sqrt(X.shape[1]) + 0.5)))
+    model = RandomForestClassifier(n_estimators=TREES, criterion="gini", max_features=mtry, bootstrap=True,
+                                   min_samples_split=2, min_samples_leaf=1, n_jobs=os.cpu_count(), random_state=0)
+    model.fit(X, y)
+    model.n_jobs = 1  # prediction is timed on one thread
+    return model, ForestEnsemble(forests=[from_sklearn(model)], known_labels=np.unique(y).astype(np.uint32))
+
+
+def write_project(work: Workload, folder: Path, raw_spec: str, labels_spec: str, axes: str,
+                  ensemble: ForestEnsemble, names: list[str]) -> str:
+    path = folder / f"{work.name}.ilp"
+    label_axes = axes.replace("c", "")
+    write_pixel_classification_project(
+        str(path), raw=open_input(raw_spec, axes=axes), store_data_inside=False, raw_file_path=raw_spec,
+        labels_tzyxc=label_blocks_from_image(open_input(labels_spec, axes=label_axes)),
+        selection=work.selection, ensemble=ensemble,
+        label_names=[f"Label {k}" for k in range(1, int(ensemble.known_labels.max()) + 1)], feature_names=names)
+    return str(path)
+
+
+# ---- measurements ---------------------------------------------------------------------------------------
+
+def timed(fn, *args):
+    """(fn(*args), CPU seconds it took): CPU time, so that other load on the machine does not count."""
+    start = time.process_time()
+    result = fn(*args)
+    return result, time.process_time() - start
+
+
+def baseline_features(volume_zyxc: np.ndarray, plan, ours_zyxf: np.ndarray) -> tuple[float, float]:
+    """(seconds of the scipy baseline, worst |diff| / tolerance over all channels), one group at a time."""
+    input_range = float(volume_zyxc.max()) - float(volume_zyxc.min())
+    groups = scipy_feature_groups(volume_zyxc, plan)
+    seconds, worst = 0.0, 0.0
+    while True:
+        group, spent = timed(next, groups, None)
+        seconds += spent
+        if group is None:
+            return seconds, worst
+        first, values = group
+        for k, ref in enumerate(values):
+            diff = float(np.abs(ours_zyxf[..., first + k] - ref).max())
+            tol = 1e-3 * float(np.abs(ref).max()) + 1e-6 * input_range
+            worst = max(worst, diff / tol)
+
+
+def probability_agreement(ours: np.ndarray, ref: np.ndarray) -> dict:
+    agreement = float(np.mean(ours.argmax(axis=1) == ref.argmax(axis=1)))
+    max_diff = float(np.abs(ours - ref).max())
+    return {"argmax_agreement": agreement, "max_diff": max_diff,
+            "ok": agreement >= ARGMAX_AGREEMENT and max_diff <= MAX_PROBABILITY_DIFF}
+
+
+def headless(project: str, raw_spec: str, axes: str, output: Path, ranks: int | None,
+             block: int | None = None) -> dict:
+    """Run `hpc-ilastik --headless` (under `mpiexec -n ranks --distributed` if ranks, else on one thread):
+    wall time, CPU time of all its processes, per-rank reports (peak memory)."""
+    shutil.rmtree(output, ignore_errors=True)
+    report = output.with_suffix(".report")
+    args = ["--headless", f"--project={project}", "--export_source=Probabilities", "--output_format=n5",
+            f"--output_filename_format={output}", f"--input_axes={axes}", "--quiet"]
+    if block:
+        args.append(f"--distributed_block_roi={block}")
+    if not ranks:
+        args.append("--threads=1")
+    command = [sys.executable, str(RANK_SCRIPT), str(report), *args]
+    if ranks:
+        command = [shutil.which("mpiexec") or "mpiexec", "-n", str(ranks), *command, "--distributed"]
+    command.append(raw_spec)
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(command, env=dict(os.environ, **SINGLE_THREAD), capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
+    per_rank = [json.loads(Path(f"{report}.{r}").read_text()) for r in range(ranks or 1)]
+    return {"wall_s": wall, "cpu_s": after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, "ranks": per_rank, "peak_mib": max(r["maxrss_kib"] for r in per_rank) / 1024}
+
+
+def read_probabilities(output: Path, n_classes: int) -> np.ndarray:
+    """The exported probabilities as (pixels, classes) in z, y, x order."""
+    data = open_n5_dataset(str(output), "exported_data")
+    return data.read().reshape(-1, n_classes)
+
+
+def forest_stats(model: RandomForestClassifier) -> dict:
+    return {"trees": len(model.estimators_),
+            "mean_leaves": float(np.mean([t.tree_.n_leaves for t in model.estimators_])),
+            "mean_depth": float(np.mean([t.tree_.max_depth for t in model.estimators_]))}
+
+
+def run_workload(work: Workload, folder: Path, with_w3: bool) -> dict:
+    """Everything for W1/W2 (and W3 on W1's data): timings, ratios, agreement checks."""
+    raw, truth = synthetic_image(work)
+    labels = sparse_labels(truth, strokes_per_class=work.strokes_per_class, seed=1)
+    plan = plan_features(work.selection, work.shape_zyx, work.channels)
+    compute_features(raw[:1, :40, :40] if work.shape_zyx[0] == 1 else raw[:40, :40, :40],
+                     plan_features(work.selection, (1, 40, 40) if work.shape_zyx[0] == 1 else (40,) * 3,
+                                   work.channels))  # numba's cached kernels load outside the timing
+    ours, t_features = timed(compute_features, raw, plan)
+    t_scipy, worst = baseline_features(raw, plan, ours)
+
+    model, ensemble = train(ours, labels)
+    n = ours.shape[0] * ours.shape[1] * ours.shape[2]
+    rows = min(n, FOREST_SAMPLE_ROWS)
+    first = (n - rows) // 2
+    X = np.ascontiguousarray(ours.reshape(n, -1)[first:first + rows])
+    del ours
+    ensemble.predict_proba(X[:100], len(ensemble.known_labels))
+    ours_probs, t_forest = timed(ensemble.predict_proba, X, len(ensemble.known_labels))
+    sk_probs, t_sklearn = timed(model.predict_proba, X)
+    forest_check = probability_agreement(ours_probs, sk_probs)
+
+    raw_spec, labels_spec, axes = write_inputs(work, raw, labels, folder)
+    project = write_project(work, folder, raw_spec, labels_spec, axes, ensemble, plan.names)
+    single = headless(project, raw_spec, axes, folder / f"{work.name}-probabilities.n5", None)
+    exported = read_probabilities(folder / f"{work.name}-probabilities.n5", len(ensemble.known_labels))
+    headless_check = probability_agreement(exported[first:first + rows], sk_probs)
+    t_baseline_path = t_scipy + t_sklearn * n / rows
+    result = {
+        "workload": work.name, "title": work.title, "shape_zyx": list(work.shape_zyx), "channels": work.channels,
+        "feature_channels": plan.n_channels_out, "pixels": n, "forest": forest_stats(model),
+        "labelled_pixels": int((labels > 0).sum()),
+        "seconds": {"ours_features": t_features, "scipy_features": t_scipy, "ours_forest": t_forest,
+                    "sklearn_forest": t_sklearn, "forest_rows": rows, "ours_headless": single["cpu_s"],
+                    "baseline_path_extrapolated": t_baseline_path},
+        "ratios": {"features": t_scipy / t_features, "forest": t_sklearn / t_forest,
+                   "whole_path": t_baseline_path / single["cpu_s"]},
+        "checks": {"features_worst_diff_over_tol": worst, "features_ok": worst <= 1.0,
+                   "forest": forest_check, "headless": headless_check},
+        "headless_peak_mib": single["peak_mib"],
+    }
+    if with_w3:
+        result["W3"] = run_w3(work, folder, raw, project, raw_spec, axes, exported)
+    return result
+
+
+def run_w3(work: Workload, folder: Path, raw: np.ndarray, project: str, raw_spec: str, axes: str,
+           exported: np.ndarray) -> dict:
+    """W1 under mpiexec -n 1 and -n 2 (same blocks), and -n 1 on half the volume for the memory bound."""
+    n_classes = exported.shape[1]
+    one = headless(project, raw_spec, axes, folder / "W3-n1.n5", 1, work.distributed_block)
+    two = headless(project, raw_spec, axes, folder / "W3-n2.n5", 2, work.distributed_block)
+    same = [np.array_equal(read_probabilities(folder / f"W3-{r}.n5", n_classes), exported) for r in ("n1", "n2")]
+    half_path = folder / "W3-half.h5"
+    with h5py.File(half_path, "w") as f:
+        f.create_dataset("raw", data=raw[: work.shape_zyx[0] // 2, ..., 0], chunks=True)
+    half = headless(project, f"{half_path}/raw", axes, folder / "W3-half.n5", 1, work.distributed_block)
+    return {
+        "seconds": {"n1": one["wall_s"], "n2": two["wall_s"], "half_volume_n1": half["wall_s"]},
+        "efficiency": one["wall_s"] / (2 * two["wall_s"]),
+        "block": work.distributed_block,
+        "peak_mib": {"n1": one["peak_mib"], "n2_per_rank": [r["maxrss_kib"] / 1024 for r in two["ranks"]],
+                     "half_volume_n1": half["peak_mib"]},
+        "memory_growth_for_double_volume": one["peak_mib"] / half["peak_mib"],
+        "checks": {"same_output_as_single_process": all(same)},
+    }
+
+
+# ---- report ------------------------------------------------------------------------------------------------
+
+def machine() -> dict:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "scipy": scipy.__version__, "sklearn": sklearn.__version__}
+
+
+def all_checks_pass(results: list[dict]) -> bool:
+    ok = True
+    for r in results:
+        ok &= r["checks"]["features_ok"] and r["checks"]["forest"]["ok"] and r["checks"]["headless"]["ok"]
+        if "W3" in r:
+            ok &= r["W3"]["checks"]["same_output_as_single_process"]
+    return bool(ok)
+
+
+def markdown(results: list[dict], info: dict, command: str) -> str:
+    """The results table for the README."""
+    lines = [
+        f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, numpy {info['numpy']}, "
+        f"numba {info['numba']}, scipy {info['scipy']}, scikit-learn {info['sklearn']}. Command: `{command}`.",
+        "Every ratio is baseline time / hpc-ilastik time, measured in the same run, one thread each.",
+        "",
+        "| workload | features vs scipy | forest vs sklearn | whole path vs scipy + sklearn | target | agreement |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        ratios, checks, forest = r["ratios"], r["checks"], r["forest"]
+        target = TARGETS[r["workload"]]
+        lines.append(
+            f"| {r['workload']}: {r['title']} ({r['feature_channels']} feature channels; {forest['trees']} trees, "
+            f"{forest['mean_leaves']:.0f} leaves and depth {forest['mean_depth']:.1f} on average) "
+            f"| {ratios['features']:.1f}× | {ratios['forest']:.1f}× | {ratios['whole_path']:.1f}× "
+            f"| ≥ {target:.0f}×: {'met' if ratios['whole_path'] >= target else 'missed'} "
+            f"| features ≤ {checks['features_worst_diff_over_tol']:.2f}·tol; argmax "
+            f"{100 * checks['headless']['argmax_agreement']:.3f} %, max diff {checks['headless']['max_diff']:.1e} |")
+    for r in results:
+        if "W3" not in r:
+            continue
+        w3 = r["W3"]
+        lines += [
+            "",
+            "| W3: W1 under MPI | value | target |",
+            "|---|---|---|",
+            f"| parallel efficiency, `mpiexec -n 2` vs `-n 1` ({w3['block']}³ blocks) | {100 * w3['efficiency']:.0f} % "
+            f"| ≥ {100 * TARGETS['efficiency']:.0f} %: {'met' if w3['efficiency'] >= TARGETS['efficiency'] else 'missed'} |",
+            f"| peak memory per rank, -n 2 | {', '.join(f'{m:.0f} MiB' for m in w3['peak_mib']['n2_per_rank'])} | |",
+            f"| peak memory, -n 1: half volume → full volume | {w3['peak_mib']['half_volume_n1']:.0f} MiB → "
+            f"{w3['peak_mib']['n1']:.0f} MiB (×{w3['memory_growth_for_double_volume']:.2f}) | unchanged |",
+            f"| outputs identical to the single-process run | {w3['checks']['same_output_as_single_process']} | |",
+        ]
+    lines += ["", "Seconds (for reference; the ratios above are the result):", "",
+              "| workload | ours features | scipy features | ours forest | sklearn forest (rows) | ours headless | "
+              "scipy + sklearn (forest extrapolated to all pixels) |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        s = r["seconds"]
+        lines.append(f"| {r['workload']} | {s['ours_features']:.1f} | {s['scipy_features']:.1f} | {s['ours_forest']:.2f} "
+                     f"| {s['sklearn_forest']:.2f} ({s['forest_rows']:,}) | {s['ours_headless']:.1f} "
+                     f"| {s['baseline_path_extrapolated']:.1f} |")
+    return "\n".join(lines)
+
+
+def update_readme(path: Path, table: str) -> None:
+    """Replace the text between the results markers of the README (appended when the markers are absent)."""
+    text = path.read_text() if path.exists() else ""
+    block = f"{README_START}\n{table}\n{README_END}"
+    if README_START in text and README_END in text:
+        text = text[:text.index(README_START)] + block + text[text.index(README_END) + len(README_END):]
+    else:
+        text = text + ("\n" if text else "") + block + "\n"
+    path.write_text(text)
+
+
+def print_result(r: dict) -> None:
+    ratios, checks, s = r["ratios"], r["checks"], r["seconds"]
+    print(f"{r['workload']}: {r['title']}: {r['feature_channels']} feature channels, {r['pixels']:,} pixels, "
+          f"forest {r['forest']['trees']} trees ({r['forest']['mean_leaves']:.0f} leaves, depth "
+          f"{r['forest']['mean_depth']:.1f}) from {r['labelled_pixels']:,} labelled pixels")
+    print(f"  features   {ratios['features']:6.1f}x  vs scipy.ndimage    (agreement: worst |diff|/tol "
+          f"{checks['features_worst_diff_over_tol']:.3f}, {'ok' if checks['features_ok'] else 'FAILED'})")
+    print(f"  forest     {ratios['forest']:6.1f}x  vs sklearn          (on {s['forest_rows']:,} rows; argmax "
+          f"{100 * checks['forest']['argmax_agreement']:.3f} %, max diff {checks['forest']['max_diff']:.1e}, "
+          f"{'ok' if checks['forest']['ok'] else 'FAILED'})")
+    print(f"  whole path {ratios['whole_path']:6.1f}x  hpc-ilastik --headless vs scipy + sklearn (headless output vs "
+          f"sklearn: argmax {100 * checks['headless']['argmax_agreement']:.3f} %, "
+          f"{'ok' if checks['headless']['ok'] else 'FAILED'}); peak memory {r['headless_peak_mib']:.0f} MiB")
+    if "W3" in r:
+        w3 = r["W3"]
+        print(f"W3: {r['workload']} under mpiexec ({w3['block']}³ blocks): parallel efficiency at 2 ranks "
+              f"{100 * w3['efficiency']:.0f} %; peak memory per rank "
+              f"{', '.join(f'{m:.0f}' for m in w3['peak_mib']['n2_per_rank'])} MiB; -n 1 half volume "
+              f"{w3['peak_mib']['half_volume_n1']:.0f} MiB → full volume {w3['peak_mib']['n1']:.0f} MiB; outputs "
+              f"{'identical' if w3['checks']['same_output_as_single_process'] else 'DIFFERENT'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke run)")
+    parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated subset of W1,W2,W3")
+    parser.add_argument("--json", type=Path, help="write all measurements here")
+    parser.add_argument("--readme", type=Path, help="write the results table into this README (between markers)")
+    parser.add_argument("--workdir", type=Path, help="keep data, projects and outputs here (default: a temp folder)")
+    args = parser.parse_args(argv)
+    chosen = {w.strip().upper() for w in args.workloads.split(",") if w.strip()}
+    unknown = chosen - {"W1", "W2", "W3"}
+    if unknown:
+        parser.error(f"unknown workloads {sorted(unknown)}")
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores; one thread per engine")
+    folder = args.workdir or Path(tempfile.mkdtemp(prefix="hpc-ilastik-bench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    results = []
+    try:
+        for name, work in workloads(args.quick).items():
+            if name in chosen or (name == "W1" and "W3" in chosen):
+                results.append(run_workload(work, folder, with_w3=name == "W1" and "W3" in chosen))
+                print_result(results[-1])
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    ok = all_checks_pass(results)
+    command = "python bench/run.py" + (" --quick" if args.quick else "") + (
+        f" --workloads {args.workloads}" if chosen != {"W1", "W2", "W3"} else "")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": info, "command": command, "results": results,
+                                         "all_checks_pass": ok}, indent=1))
+    if args.readme:
+        update_readme(args.readme, markdown(results, info, command))
+    print("agreement checks:", "all passed" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

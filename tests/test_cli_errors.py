@@ -1,0 +1,205 @@
+"""Every bad input of the headless command line: a non-zero exit, one clear `hpc-ilastik: error:` line on
+stderr naming what is wrong, no traceback (unless --debug), no output left behind, inputs untouched."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from hpc_ilastik.cli import main
+from tests.conftest import API, FIXTURES
+
+PROJECT = API / "PixelClass.ilp"
+PROJECT_3D = API / "PixelClass3D.ilp"
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    """tmp_path/in holds the inputs (copies and derived files), tmp_path/out is where outputs would go."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (tmp_path / "out").mkdir()
+    image = iio.imread(API / "Data_1channel.png")
+    iio.imwrite(inputs / "Data_1channel.png", image)
+    iio.imwrite(inputs / "rgb.png", np.stack([image, image // 2, 255 - image], axis=-1))
+    np.save(inputs / "volume.npy", np.load(API / "Data_3D.npy")[..., 0])
+    (inputs / "broken.ilp").write_bytes(PROJECT.read_bytes()[:20000])
+    (inputs / "project.h5").write_bytes(PROJECT.read_bytes())  # a project need not be named .ilp
+    (inputs / "folder.npy").mkdir()
+    (inputs / "regular_file").write_text("not a folder")
+    with h5py.File(inputs / "raw.h5", "w") as f:
+        f["data"] = image
+    return tmp_path
+
+
+def _hashes(*folders: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+            for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    return code, captured.err
+
+
+def _assert_one_clear_error(code: int, err: str, words: list[str]) -> None:
+    assert code != 0
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1 and lines[0].startswith("hpc-ilastik: error: "), err
+    for word in words:
+        assert word.lower() in lines[0].lower(), (word, lines[0])
+
+
+def _headless(*options: str) -> list[str]:
+    return ["--headless", f"--project={PROJECT}", *options]
+
+
+IMG = "{in}/Data_1channel.png"
+OUT = "--output_filename_format={out}/{{nickname}}_{{result_type}}"
+
+# (case id, argv with {in}/{out}/{fixtures} filled in per test, words the error line must contain)
+CASES = [
+    ("dashed export option", _headless("--export-source=Probabilities", IMG), ["--export-source", "--export_source"]),
+    ("dashed option, separate value", _headless("--output-format", "png", IMG), ["--output-format", "--output_format"]),
+    ("dashed filename option", _headless("--output-filename-format={out}/x", IMG), ["--output_filename_format"]),
+    ("unknown option", _headless("--frobnicate=3", IMG), ["unknown option --frobnicate"]),
+    ("missing project", ["--headless", "--project={in}/nothing.ilp", IMG], ["nothing.ilp", "does not exist"]),
+    ("missing input", _headless(OUT, "{in}/nothing.png"), ["nothing.png", "not found"]),
+    ("glob matching nothing", _headless(OUT, "{in}/none*.png"), ["none*.png", "no file matches"]),
+    ("png as project", ["--headless", "--project={in}/Data_1channel.png", IMG], ["Data_1channel.png", "not an ilastik project"]),
+    ("truncated project", ["--headless", "--project={in}/broken.ilp", IMG], ["broken.ilp", "damaged"]),
+    ("object classification project", ["--headless", "--project={fixtures}/ObjectClassification2d_wSeg.ilp", IMG],
+     ["Object Classification", "not supported"]),
+    ("counting project", ["--headless", "--project={fixtures}/CellDensityCounting2d3c.ilp", IMG],
+     ["Cell Density Counting", "not supported"]),
+    ("multicut project", ["--headless", "--project={fixtures}/Boundary-basedSegmentationwMulticut3d.ilp", IMG],
+     ["Multicut", "not supported"]),
+    ("3 channels into a 1-channel project", _headless(OUT, "{in}/rgb.png"), ["3 channel", "trained on 2D images with 1 channel"]),
+    ("3D volume into a 2D project", _headless(OUT, "{in}/volume.npy"), ["3D", "trained on 2D", "z=64"]),
+    ("2D image into a 3D project", ["--headless", f"--project={PROJECT_3D}", OUT, IMG], ["2D", "trained on 3D"]),
+    ("input axes with a bad letter", _headless(OUT, "--input_axes=yq", IMG), ["yq", "unknown letters q"]),
+    ("input axes of the wrong length", _headless(OUT, "--input_axes=zyx", IMG), ["zyx", "3 letters", "2 axes"]),
+    ("input axes without x", _headless(OUT, "--input_axes=zy", IMG), ["zy", "x and y"]),
+    ("too many input axes", _headless(OUT, "--input_axes=yx,yx,yx", IMG), ["3 values", "2 roles"]),
+    ("cutout that is no list", _headless(OUT, "--cutout_subregion=hello", IMG), ["hello", "not a list"]),
+    ("cutout with unequal tuples", _headless(OUT, "--cutout_subregion=[(0,0,0),(10,10)]", IMG), ["two tuples"]),
+    ("cutout with the wrong axis count", _headless(OUT, "--cutout_subregion=[(0,0),(10,10)]", IMG),
+     ["2 values", "yxc", "tzyxc"]),
+    ("cutout beyond the image", _headless(OUT, "--cutout_subregion=[(0,0,None),(500,None,None)]", IMG),
+     ["500", "axis y", "beyond the image"]),
+    ("negative cutout", _headless(OUT, "--cutout_subregion=[(-1,0,None),(10,None,None)]", IMG), ["-1", "axis y"]),
+    ("empty cutout", _headless(OUT, "--cutout_subregion=[(20,0,None),(10,None,None)]", IMG), ["empty", "axis y"]),
+    ("unknown export source", _headless(OUT, "--export_source=Probabilites", IMG),
+     ["Probabilites", "Probabilities, Simple Segmentation, Uncertainty, Features, Labels"]),
+    ("output under a regular file", _headless("--output_filename_format={in}/regular_file/sub/out", IMG),
+     ["regular_file", "cannot create the output directory"]),
+    ("output is a folder", _headless("--output_filename_format={in}/folder", "--output_format=numpy", IMG),
+     ["folder.npy", "is a folder"]),
+    ("output overwrites the input", _headless("--output_filename_format={{dataset_dir}}/{{nickname}}", "--output_format=png",
+                                              "--export_source=Simple Segmentation", IMG),
+     ["Data_1channel.png", "destroy the input"]),
+    ("output into the input's HDF5 file", _headless("--output_filename_format={in}/raw", "{in}/raw.h5/data"),
+     ["raw.h5", "destroy the input"]),
+    ("output overwrites the project", ["--headless", "--project={in}/project.h5", "--output_format=hdf5",
+                                       "--output_filename_format={in}/project", IMG],
+     ["project.h5", "destroy the input"]),
+    ("png cannot hold float32 probabilities", _headless(OUT, "--output_format=png", IMG),
+     ["png", "float32", "--export_dtype"]),
+    ("jpg cannot hold float32", _headless(OUT, "--export_dtype=float32", "--export_source=Simple Segmentation",
+                                          "--output_format=jpg", IMG), ["jpg", "float32"]),
+    ("png cannot hold two channels", _headless(OUT, "--export_dtype=uint8", "--output_format=png", IMG),
+     ["png", "2 channel"]),
+    ("sequence template without slice index", ["--headless", f"--project={PROJECT_3D}", OUT,
+                                               "--output_format=png sequence", "--export_source=Simple Segmentation",
+                                               "{in}/volume.npy"], ["{slice_index}"]),
+    ("export drange alone", _headless(OUT, "--export_drange=(0,255)", IMG), ["pipeline_result_drange"]),
+    ("drange that is no pair", _headless(OUT, "--pipeline_result_drange=(0,1,2)", "--export_drange=(0,255)", IMG),
+     ["--pipeline_result_drange", "two numbers"]),
+    ("export dtype not offered", _headless(OUT, "--export_dtype=float16", IMG), ["--export_dtype", "float16"]),
+    ("unknown output format", _headless(OUT, "--output_format=webp", IMG), ["webp", "unknown output format"]),
+    ("dvid output", _headless(OUT, "--output_format=dvid", IMG), ["dvid", "not supported"]),
+    ("output axis order with a bad letter", _headless(OUT, "--output_axis_order=yxq", IMG), ["yxq"]),
+    ("output axis order dropping an axis", _headless(OUT, "--output_axis_order=xc", IMG), ["'y'", "size 128"]),
+    ("readonly that is no boolean", _headless(OUT, "--readonly=maybe", IMG), ["--readonly", "maybe"]),
+    ("more masks than inputs", _headless(OUT, IMG, "--prediction_mask", IMG, IMG), ["2", "mask", "1 raw input"]),
+    ("no --headless", [f"--project={PROJECT}", IMG], ["--headless"]),
+    ("no --project", ["--headless", IMG], ["--project"]),
+    ("no inputs", _headless(OUT), ["no input files"]),
+]
+
+
+def _fill(argv: list[str], work: Path) -> list[str]:
+    values = {"in": work / "in", "out": work / "out", "fixtures": FIXTURES}
+    return [arg.format(**values) for arg in argv]
+
+
+@pytest.mark.parametrize("argv, words", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_bad_input_is_one_clear_error(work, capsys, argv, words):
+    before = _hashes(work / "in", API)
+    code, err = _run(_fill(argv, work), capsys)
+    _assert_one_clear_error(code, err, words)
+    assert code == 2
+    assert list((work / "out").iterdir()) == []
+    assert _hashes(work / "in", API) == before
+    assert not [p for p in work.rglob("*") if ".tmp-" in p.name or p.name.startswith(".hpc-ilastik")]
+
+
+def test_distributed_without_mpi4py(work, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # `from mpi4py import MPI` now raises ImportError
+    code, err = _run(_fill(_headless("--distributed", OUT, "--output_format=n5", IMG), work), capsys)
+    _assert_one_clear_error(code, err, ["--distributed", "mpi4py", "pip install"])
+    assert list((work / "out").iterdir()) == []
+
+
+def test_debug_shows_the_traceback(work, capsys):
+    code, err = _run(_fill(_headless("--debug", OUT, "{in}/nothing.png"), work), capsys)
+    assert code == 2
+    assert "Traceback" in err and "UserError" in err
+    assert "hpc-ilastik: error: Input file not found" in err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (_headless("--export-source=Probabilities", IMG), ["--export_source"]),
+    (["--headless", "--project={fixtures}/ObjectClassification2d_wSeg.ilp", IMG], ["Object Classification"]),
+    (_headless(OUT, "{in}/volume.npy"), ["trained on 2D"]),
+], ids=["dashed option", "unsupported workflow", "3D into 2D"])
+def test_the_real_command_exits_non_zero_without_traceback(work, argv, words):
+    before = _hashes(work / "in")
+    result = subprocess.run([sys.executable, "-m", "hpc_ilastik", *_fill(argv, work)], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "HPC_ILASTIK_DEBUG": "0"})
+    assert result.returncode == 2
+    assert result.stdout == ""
+    _assert_one_clear_error(result.returncode, result.stderr, words)
+    assert _hashes(work / "in") == before
+
+
+def test_the_real_command_shows_the_traceback_with_debug(work):
+    result = subprocess.run([sys.executable, "-m", "hpc_ilastik", *_fill(_headless("--debug", OUT, "{in}/x.png"), work)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "hpc-ilastik: error: Input file not found" in result.stderr
+
+
+def test_help_describes_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    from hpc_ilastik.cli import headless_parser
+
+    for action in headless_parser()._actions:
+        assert action.help and len(action.help) > 15, action.option_strings
+        for option in action.option_strings:
+            assert option in text
+    for word in ("Simple Segmentation", "{slice_index}", "{dataset_dir}", "compressed hdf5", "OME-Zarr", "None",
+                 "mpi4py", "unknown or misspelled option is an error"):
+        assert word in text
