@@ -18,9 +18,9 @@ from numpy.typing import ArrayLike
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.filters import (
     Region,
-    _full,
     derivative_bank,
     eigenvalues,
+    full_region,
     gaussian_smoothing,
     gradient,
     gradient_orders,
@@ -350,7 +350,7 @@ def compute_features(block_zyxc: np.ndarray, plan: FeaturePlan, crop: Sequence[s
     if block.ndim != 4 or block.shape[3] != plan.n_input_channels:
         raise ValueError(f"expected a (z, y, x, {plan.n_input_channels}) block, got shape {block.shape}")
     shape = block.shape[:3]
-    wanted = _full(shape) if crop is None else tuple(s.indices(n)[:2] for s, n in zip(crop, shape))
+    wanted = full_region(shape) if crop is None else tuple(s.indices(n)[:2] for s, n in zip(crop, shape))
     stack = np.empty((plan.n_channels_out,) + tuple(hi - lo for lo, hi in wanted), np.float32)
     for c in range(plan.n_input_channels):
         channel = np.ascontiguousarray(block[..., c], dtype=np.float32)

@@ -104,7 +104,8 @@ def _convolve_lines(src, half, antisym, out, lo):
                     o[t] = acc[t]
 
 
-def _full(shape: Sequence[int]) -> Region:
+def full_region(shape: Sequence[int]) -> Region:
+    """The whole of an array of this shape as a Region."""
     return tuple((0, int(n)) for n in shape)
 
 
@@ -163,7 +164,7 @@ def derivative_bank(
     `region` ((start, stop) per zyx axis) limits the outputs to that box of img: each pass computes only
     its own axis' part of the box, axes that are not filtered are cut to it first.
     """
-    region = region or _full(img.shape)
+    region = region or full_region(img.shape)
     wanted = set(orders)
     kernels = {o: gaussian_kernel(sigma, o, window) for t in wanted for o in t}
     cut = tuple(slice(*region[a]) if a not in axes else slice(None) for a in range(img.ndim))

@@ -114,8 +114,8 @@ def test_mpi_output_equals_serial_output(volume, serial, tmp_path, ranks):
 def test_kernels_holding_the_gil_on_rank0_do_not_starve_the_other_ranks():
     stats = stats_of(run_script("gil_blocks.py", "40", "0.04", ranks=2))
     print(f"\nGIL-bound blocks: per rank {stats['computed']}, idle {100 * stats['idle_fraction']:.1f}%")
-    assert sum(stats["computed"]) == 40 and min(stats["computed"]) > 0
-    assert stats["idle_fraction"] < 0.15, stats  # a worker starved by rank 0's GIL idles 18-35% here
+    # no timing threshold (a loaded CI machine would make it flaky): both ranks must take a real share
+    assert sum(stats["computed"]) == 40 and min(stats["computed"]) >= 8, stats
 
 
 def test_n5_attributes_follow_the_standard(volume, serial, tmp_path):
