@@ -15,7 +15,7 @@ from hpc_ilastik.distributed import get_comm, run_blocks, share_files
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.features import plan_features
 from hpc_ilastik.forest import ForestEnsemble
-from hpc_ilastik.inputs import Source, open_input
+from hpc_ilastik.inputs import Source, open_input, resolve_files
 from hpc_ilastik.pipeline import PixelStage, SourceRequest, compute_source, halo
 from hpc_ilastik.progress import Progress
 from hpc_ilastik.project import Project, open_project
@@ -184,6 +184,8 @@ def run_headless(args: argparse.Namespace) -> None:
     raws, masks = _inputs(args)
     raw_axes, mask_axes = _role_axes(args)
     check_format(options.output_format)
+    for spec in raws + [m for m in masks if m]:  # every input exists before any work starts (cheap: no reads)
+        resolve_files(spec)
     comm = get_comm(args.distributed)
     ensembles = classifiers(project, args.retrain, args.tree_count)
 

@@ -101,7 +101,7 @@ def open_input(spec: str, axes: str | None = None, stack_along: str = "z") -> So
     """Open one input argument (a path, `file.h5/inner/path`, a quoted glob or paths joined by os.pathsep)."""
     if stack_along not in STACK_AXES:
         raise UserError(f"Cannot stack along '{stack_along}': use one of t, z, c.")
-    files = _expand(spec)
+    files = resolve_files(spec)
     kinds = sorted({_kind(external) for external, _ in files})
     if len(kinds) > 1:
         raise UserError(f"Input '{spec}' mixes files of different types ({', '.join(kinds)}); a stack needs one type.")
@@ -164,7 +164,7 @@ def _per_key(axes: str, values: PerAxis | None) -> dict | None:
 # ---- paths, globs and names ----------------------------------------------------------------------
 
 
-def _expand(spec: str) -> list[tuple[str, str]]:
+def resolve_files(spec: str) -> list[tuple[str, str]]:
     """(absolute external path, internal path) for every file of an input argument, sorted as ilastik does."""
     files, missing = [], []
     for part in filter(None, spec.split(os.pathsep)):

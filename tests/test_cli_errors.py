@@ -203,3 +203,11 @@ def test_help_describes_every_option(capsys):
     for word in ("Simple Segmentation", "{slice_index}", "{dataset_dir}", "compressed hdf5", "OME-Zarr", "None",
                  "mpi4py", "unknown or misspelled option is an error"):
         assert word in text
+
+
+def test_a_missing_later_input_stops_the_run_before_any_output(work, capsys):
+    argv = _headless(f"--output_filename_format={work}/out/{{nickname}}_{{result_type}}",
+                     f"{work}/in/Data_1channel.png", f"{work}/in/missing.png")
+    code, err = _run(argv, capsys)
+    _assert_one_clear_error(code, err, ["not found", "missing.png"])
+    assert list((work / "out").iterdir()) == []
