@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATE = "{dataset_dir}/{nickname}_{result_type}"
 DEFAULT_FORMAT = "compressed hdf5"
-STREAMING_FORMATS = ("n5", "compressed n5", "zarr", "single-scale ome-zarr", "multi-scale ome-zarr")
 
 
 @dataclass(frozen=True)
@@ -255,16 +254,16 @@ def run_image(project: Project, ensembles: list[ForestEnsemble], source: Source,
             result = export.normalize(result, normalization[0], normalization[1], out_dtype)
         else:
             result = export.convert_dtype(result, out_dtype)
-        local = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(block.slices[:4], region[:4]))
-        writer.write(export.reorder_slices(local + (slice(0, region_shape[4]),), out_axes),
-                     export.reorder(result[..., region[4]], out_axes))
+        writer.write(output_slices(block), export.reorder(result[..., region[4]], out_axes))
+
+    def output_slices(block: blk.Block) -> tuple[slice, ...]:
+        return export.reorder_slices(block.out_slices[:4] + (slice(0, region_shape[4]),), out_axes)
 
     voxels = int(np.prod(region_shape[:4]))
     progress = Progress(len(grid), unit="blocks", total_voxels=voxels, quiet=quiet, label=source.nickname)
     try:
-        run_blocks(grid, process, comm=comm, threads=_threads(args), is_done=lambda b: writer.block_done(
-            export.reorder_slices(tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(b.slices[:4], region[:4]))
-                                  + (slice(0, region_shape[4]),), out_axes)), progress=progress)
+        run_blocks(grid, process, comm=comm, threads=_threads(args), progress=progress,
+                   is_done=lambda block: writer.block_done(output_slices(block)))
     except BaseException:
         writer.abort()
         raise
