@@ -194,7 +194,7 @@ def cutout_slices(start: Sequence[int | None], stop: Sequence[int | None], shape
     else:
         raise UserError(
             f"the cut-out has {len(start)} values per tuple, but this image needs {len(short)} (axes {short}) "
-            f"or {len(axes)} (axes {axes}); its shape is {_describe(shape, axes)}.")
+            f"or {len(axes)} (axes {axes}); the image has {_describe(shape, axes)}.")
     bounds = dict(zip(given, zip(start, stop)))
     slices = []
     for axis, extent in zip(axes, shape):
