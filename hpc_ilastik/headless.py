@@ -259,10 +259,15 @@ def run_image(project: Project, ensembles: list[ForestEnsemble], source: Source,
     def output_slices(block: blk.Block) -> tuple[slice, ...]:
         return export.reorder_slices(block.out_slices[:4] + (slice(0, region_shape[4]),), out_axes)
 
+    threads = 1 if comm is not None else min(_threads(args), len(grid))
+    if comm is None or comm.Get_rank() == 0:
+        log.info("%s: %d block(s) of %s (tzyx) with a halo of %s (zyx); about %.2f GiB per block, %d at a time%s",
+                 source.nickname, len(grid), block_shape[:4], context, block_memory(block_shape, context, stages) / 2**30,
+                 threads, f" on each of {comm.Get_size()} ranks" if comm is not None else "")
     voxels = int(np.prod(region_shape[:4]))
     progress = Progress(len(grid), unit="blocks", total_voxels=voxels, quiet=quiet, label=source.nickname)
     try:
-        run_blocks(grid, process, comm=comm, threads=_threads(args), progress=progress,
+        run_blocks(grid, process, comm=comm, threads=threads, progress=progress,
                    is_done=lambda block: writer.block_done(output_slices(block)))
     except BaseException:
         writer.abort()
@@ -271,6 +276,14 @@ def run_image(project: Project, ensembles: list[ForestEnsemble], source: Source,
     if comm is None or comm.Get_rank() == 0:
         log.info("%s: %s written to %s", source.nickname, options.source_name, path)
     return path
+
+
+def block_memory(block_shape: tuple[int, ...], context: tuple[int, int, int], stages: list[PixelStage]) -> int:
+    """A generous estimate of the bytes one block needs: the read region's input, filter temporaries,
+    feature stack and probabilities, all float32."""
+    read = int(np.prod([n + 2 * h for n, h in zip(block_shape[1:4], context)]))
+    widest = max((s.plan.n_channels_out + s.n_classes for s in stages), default=0)
+    return 4 * (read * (block_shape[4] + 8) + read * widest)
 
 
 def _threads(args: argparse.Namespace) -> int:
