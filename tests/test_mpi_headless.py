@@ -145,3 +145,24 @@ def test_mpi_ome_zarr_output_equals_serial(volume_h5, serial, tmp_path):
     array = root[root.attrs["multiscales"][0]["datasets"][0]["path"]]
     assert array.chunks[2:] == (24, 24, 24)  # one chunk per block
     np.testing.assert_array_equal(np.asarray(array[0]).transpose(1, 2, 3, 0), serial)
+
+
+def test_many_files_are_shared_across_ranks(tmp_path):
+    """Without --distributed, ranks take whole files, one at a time: every file once, each equal to serial."""
+    import imageio.v3 as iio
+
+    image = iio.imread(API / "Data_1channel.png")
+    names = []
+    for k in range(4):
+        names.append(str(tmp_path / f"img{k}.png"))
+        iio.imwrite(names[-1], np.roll(image, 17 * k, axis=1))
+    template = f"--output_filename_format={tmp_path}/mpi/{{nickname}}.npy"
+    project = f"--project={API / 'PixelClass.ilp'}"
+    done = subprocess.run(MPIEXEC + ["-n", "2", sys.executable, "-m", "hpc_ilastik", "--headless", project,
+                                     "--output_format=numpy", template, *names], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "4 files computed" in done.stderr
+    serial = f"--output_filename_format={tmp_path}/serial/{{nickname}}.npy"
+    assert main(["--headless", project, "--output_format=numpy", serial, "--quiet", *names]) == 0
+    for k in range(4):
+        np.testing.assert_array_equal(np.load(tmp_path / "mpi" / f"img{k}.npy"), np.load(tmp_path / "serial" / f"img{k}.npy"))
