@@ -135,7 +135,10 @@ def headless_parser() -> argparse.ArgumentParser:
                         "argmax + 1), Uncertainty (1 - (highest - second-highest probability)), Features (the "
                         "feature channels), Labels (uint8, 0 for new images). Autocontext: '<source> Stage 1', "
                         "'<source> Stage 2' (default 'Probabilities Stage 2'), 'Input Stage 1/2', "
-                        "'Probabilities All Stages'. An unknown name is an error listing the valid ones")
+                        "'Probabilities All Stages'. An unknown name is an error listing the valid ones. "
+                        "hpc-ilastik extension: several names separated by commas are computed in one pass, each "
+                        "into its own file (the file name template must contain {result_type}), e.g. "
+                        "--export_source='Probabilities,Simple Segmentation'")
     e.add_argument("--output_format", metavar="FORMAT", help=OUTPUT_FORMAT_HELP)
     e.add_argument("--output_filename_format", metavar="TEMPLATE",
                    help="output path template (default: the project's, else {dataset_dir}/{nickname}_{result_type}); "

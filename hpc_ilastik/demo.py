@@ -61,8 +61,9 @@ def run_demo(output_dir: str, distributed: bool = False, quiet: bool = False) ->
     common = ["--headless", f"--project={project}", f"--output_format={fmt}"] + (["--quiet"] if quiet else [])
     probs_path = os.path.join(out, f"sample_Probabilities.{ext}")
     seg_path = os.path.join(out, f"sample_Simple Segmentation.{ext}")
-    _headless(common + ["--export_source=Probabilities", f"--output_filename_format={probs_path}", raw_spec], distributed)
-    _headless(common + ["--export_source=Simple Segmentation", f"--output_filename_format={seg_path}", raw_spec], distributed)
+    template = os.path.join(out, f"sample_{{result_type}}.{ext}")
+    _headless(common + ["--export_source=Probabilities,Simple Segmentation", f"--output_filename_format={template}",
+                        raw_spec], distributed)
     predicted = time.perf_counter()
 
     segmentation = _read_result(seg_path, fmt)

@@ -24,7 +24,9 @@ from hpc_ilastik.filters import (
     gaussian_smoothing,
     gradient,
     gradient_orders,
+    grow_region,
     hessian_orders,
+    relative_region,
 )
 from hpc_ilastik.kernels import FEATURE_WINDOW, PRESMOOTH_WINDOW, kernel_radius
 
@@ -285,14 +287,8 @@ def _sum_in_order(arrays: list[np.ndarray]) -> np.ndarray:
     return total
 
 
-def _grow(region: Region, by: int, axes: tuple[int, ...], shape: tuple[int, ...]) -> Region:
-    """region widened by `by` along `axes`, clipped to an array of `shape`."""
-    return tuple((max(lo - by, 0), min(hi + by, shape[a])) if a in axes else (lo, hi)
-                 for a, (lo, hi) in enumerate(region))
-
-
-def _relative(region: Region, within: Region) -> Region:
-    return tuple((lo - w0, hi - w0) for (lo, hi), (w0, _) in zip(region, within))
+def _along(axes: tuple[int, ...], by: int) -> tuple[int, int, int]:
+    return tuple(by if a in axes else 0 for a in range(3))  # type: ignore[return-value]
 
 
 def _scale_features(
@@ -328,9 +324,9 @@ def _scale_features(
             np.subtract(bank[zero], smaller, out=target[0])
         elif fid == "StructureTensorEigenvalues":
             # fastfilters swaps ilastik's two scales: gradient at sigma_f/2, tensor smoothed at sigma_f
-            around = _grow(region, kernel_radius(sigma, FEATURE_WINDOW), axes, pre.shape)
+            around = grow_region(region, _along(axes, kernel_radius(sigma, FEATURE_WINDOW)), pre.shape)
             g = gradient(pre, sigma / 2, FEATURE_WINDOW, axes, around)
-            inner = _relative(region, around)
+            inner = relative_region(region, around)
             tensor = [gaussian_smoothing(g[i] * g[j], sigma, FEATURE_WINDOW, axes, inner)
                       for i in range(n) for j in range(i, n)]
             eigenvalues(tensor, out=target)
@@ -355,12 +351,12 @@ def compute_features(block_zyxc: np.ndarray, plan: FeaturePlan, crop: Sequence[s
     for c in range(plan.n_input_channels):
         channel = np.ascontiguousarray(block[..., c], dtype=np.float32)
         for st in plan.steps:
-            around = _grow(wanted, _step_reach(st, plan.outputs), st.feature_axes, shape)
+            around = grow_region(wanted, _along(st.feature_axes, _step_reach(st, plan.outputs)), shape)
             pre = gaussian_smoothing(channel, st.presmooth_sigma, PRESMOOTH_WINDOW, st.presmooth_axes, around)
             targets = {
                 o.feature_id: stack[o.first_channel + c * o.n_channels:o.first_channel + (c + 1) * o.n_channels]
                 for o in plan.outputs
                 if o.column == st.column
             }
-            _scale_features(pre, st.feature_sigma, st.feature_axes, targets, _relative(wanted, around))
+            _scale_features(pre, st.feature_sigma, st.feature_axes, targets, relative_region(wanted, around))
     return np.moveaxis(stack, 0, -1)

@@ -109,6 +109,20 @@ def full_region(shape: Sequence[int]) -> Region:
     return tuple((0, int(n)) for n in shape)
 
 
+def grow_region(region: Region, by: Sequence[int], shape: Sequence[int]) -> Region:
+    """region widened by by[a] along each axis a, clipped to an array of `shape`."""
+    return tuple((max(lo - b, 0), min(hi + b, int(n))) for (lo, hi), b, n in zip(region, by, shape))
+
+
+def relative_region(region: Region, within: Region) -> Region:
+    """region in the coordinates of the array that covers `within`."""
+    return tuple((lo - w0, hi - w0) for (lo, hi), (w0, _) in zip(region, within))
+
+
+def region_slices(region: Region) -> tuple[slice, ...]:
+    return tuple(slice(lo, hi) for lo, hi in region)
+
+
 def convolve_axis(img: np.ndarray, taps: np.ndarray, axis: int, span: tuple[int, int] | None = None) -> np.ndarray:
     """True convolution of a float32 zyx array with a symmetric or antisymmetric odd-length kernel.
 

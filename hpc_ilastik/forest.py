@@ -46,7 +46,8 @@ _DEFAULT_OPTIONS = {
     "training_set_size_": 0.0,
 }
 
-_BATCH_ROWS = 4096
+_BATCH_ROWS = 2048  # rows per pass of the trees (their features: a few hundred KiB)
+_LANES = 16  # rows walked through a tree in lock step
 
 
 @dataclass(eq=False)
@@ -291,43 +292,57 @@ def from_sklearn(model, predict_weighted: bool = False) -> VigraForest:
 
 
 @njit(cache=True, nogil=True)
-def _predict_kernel(X, feature, threshold, children, roots, leaf_values, forest_trees, combine, out):
-    """Forest probabilities into `out` (zeros, float32 (n, C)): vigra's per forest, then ilastik's tree-count
-    weighted mean of the forests if `combine` (else `out` is the single forest's own result)."""
-    n = X.shape[0]
+def _predict_kernel(Xt, feature, threshold, children, roots, depths, leaf_values, forest_trees, combine, out):
+    """Forest probabilities into `out` (zeros, float32 (n, C)) for the features Xt (F, n), any layout:
+    vigra's per forest, then ilastik's tree-count weighted mean of the forests if `combine` (else `out`
+    is the single forest's own result).
+
+    Rows are copied _BATCH_ROWS at a time into a cache-sized channels-first buffer; every tree then walks
+    _LANES rows in lock step for exactly its depth (leaves loop to themselves), a loop without branches
+    whose independent walks the CPU overlaps (and vectorises with gathers where it can).
+    """
+    n_features, n = Xt.shape
     n_classes = leaf_values.shape[1]
+    n_splits = feature.shape[0] - leaf_values.shape[0]
     n_forests = forest_trees.shape[0] - 1
     total_trees = np.float32(forest_trees[n_forests])
     acc = np.empty((_BATCH_ROWS, n_classes), dtype=np.float32)
     weight = np.empty(_BATCH_ROWS, dtype=np.float64)
     valid = np.empty(_BATCH_ROWS, dtype=np.bool_)
+    batch = np.zeros((n_features, _BATCH_ROWS), dtype=np.float32)
+    flat = batch.ravel()
+    node = np.empty(_LANES, dtype=np.uint32)
     for start in range(0, n, _BATCH_ROWS):
         m = min(_BATCH_ROWS, n - start)
-        for r in range(m):
-            valid[r] = True
-            for j in range(X.shape[1]):
-                if np.isnan(X[start + r, j]):
+        valid[:m] = True
+        for f in range(n_features):
+            for r in range(m):
+                x = Xt[f, start + r]
+                batch[f, r] = x
+                if np.isnan(x):
                     valid[r] = False
-                    break
         for f in range(n_forests):
             acc[:m] = 0
             weight[:m] = 0
             for t in range(forest_trees[f], forest_trees[f + 1]):
-                root = roots[t]
-                for r in range(m):
-                    if not valid[r]:
-                        continue
-                    node = root
-                    while node >= 0:
-                        if X[start + r, feature[node]] < threshold[node]:
-                            node = children[node, 0]
-                        else:
-                            node = children[node, 1]
-                    leaf = -1 - node
-                    for c in range(n_classes):
-                        v = leaf_values[leaf, c]
-                        acc[r, c] += np.float32(v)
-                        weight[r] += v
+                root = np.uint32(roots[t])
+                for r0 in range(0, m, _LANES):
+                    for j in range(_LANES):
+                        node[j] = root
+                    for _ in range(depths[t]):
+                        for j in range(_LANES):  # lanes beyond m walk stale rows; their leaves go unused
+                            a = node[j]
+                            x = flat[np.uint64(feature[a]) * np.uint64(_BATCH_ROWS) + np.uint64(r0 + j)]
+                            node[j] = children[np.uint64(2 * a) + np.uint64(x >= threshold[a])]
+                    for j in range(min(_LANES, m - r0)):
+                        r = r0 + j
+                        if not valid[r]:
+                            continue
+                        leaf = np.int64(node[j]) - n_splits
+                        for c in range(n_classes):
+                            v = leaf_values[leaf, c]
+                            acc[r, c] += np.float32(v)
+                            weight[r] += v
             trees_f = np.float32(forest_trees[f + 1] - forest_trees[f])
             for r in range(m):
                 if valid[r]:
@@ -341,6 +356,46 @@ def _predict_kernel(X, feature, threshold, children, roots, leaf_values, forest_
             for r in range(m):
                 for c in range(n_classes):
                     out[start + r, c] /= total_trees
+
+
+def _float32_threshold(threshold: np.ndarray) -> np.ndarray:
+    """The smallest float32 >= each float64 threshold: for float32 x, x < t exactly when x < that value."""
+    t32 = threshold.astype(np.float32)
+    below = t32.astype(np.float64) < threshold
+    t32[below] = np.nextafter(t32[below], np.float32(np.inf))
+    return t32
+
+
+def _walk_arrays(forests: Sequence[VigraForest]) -> tuple[np.ndarray, ...]:
+    """All forests as one node table for the kernel: split nodes (indices shifted per forest), then one node
+    per leaf that loops to itself (feature 0, threshold NaN: never x >= NaN). Returns feature (int32),
+    float32 threshold, children (int32, flat pairs), roots and depths (splits on the longest path) per tree."""
+    split_shift = np.cumsum([0] + [len(f.feature) for f in forests])
+    leaf_shift = np.cumsum([0] + [len(f.leaf_weights) for f in forests])
+    n_splits, n_leaves = int(split_shift[-1]), int(leaf_shift[-1])
+
+    def as_nodes(arrays) -> np.ndarray:  # forest-local child codes → node indices
+        return np.concatenate([np.where(a >= 0, a + s, n_splits + l - 1 - a)
+                               for a, s, l in zip(arrays, split_shift, leaf_shift)]).astype(np.int64)
+
+    leaves = np.arange(n_splits, n_splits + n_leaves)
+    children = np.concatenate([as_nodes([f.children for f in forests]).reshape(-1, 2),
+                               np.stack([leaves, leaves], axis=1)])
+    roots = as_nodes([f.roots() for f in forests])
+    depth = np.zeros(n_splits + n_leaves, dtype=np.int64)
+    frontier = roots[roots < n_splits]
+    while frontier.size:  # level by level from the roots (trees are acyclic: read_vigra_forest checks)
+        below = children[frontier].ravel()
+        depth[below] = np.repeat(depth[frontier] + 1, 2)
+        frontier = below[below < n_splits]
+    tree_of_leaf = np.concatenate([np.repeat(np.arange(f.n_trees) + t0, np.diff(f.leaf_start))
+                                   for f, t0 in zip(forests, np.cumsum([0] + [f.n_trees for f in forests]))])
+    depths = np.zeros(len(roots), dtype=np.int64)
+    np.maximum.at(depths, tree_of_leaf, depth[n_splits:])
+    feature = np.concatenate([f.feature for f in forests] + [np.zeros(n_leaves)]).astype(np.int32)
+    threshold = np.concatenate([_float32_threshold(np.concatenate([f.threshold for f in forests])),
+                                np.full(n_leaves, np.nan, dtype=np.float32)])
+    return feature, threshold, children.astype(np.int32).ravel(), roots, depths
 
 
 @dataclass(eq=False)
@@ -368,31 +423,24 @@ class ForestEnsemble:
 
     @cached_property
     def _packed(self) -> tuple[np.ndarray, ...]:
-        """All forests as one set of kernel arrays (node and leaf indices shifted per forest)."""
-        split_shift = np.cumsum([0] + [len(f.feature) for f in self.forests])
-        leaf_shift = np.cumsum([0] + [len(f.leaf_weights) for f in self.forests])
-
-        def joined(arrays) -> np.ndarray:
-            shifted = [np.where(a >= 0, a + s, a - l) for a, s, l in zip(arrays, split_shift, leaf_shift)]
-            return np.concatenate(shifted).astype(np.int32)
-
+        """All forests as the kernel's arrays (see _walk_arrays), leaf values and trees per forest."""
         values = [f.leaf_probs * (f.leaf_weights[:, None] if f.predict_weighted else 1.0) for f in self.forests]
         return (
-            np.concatenate([f.feature for f in self.forests]).astype(np.int32),
-            np.concatenate([f.threshold for f in self.forests]).astype(np.float64),
-            joined([f.children for f in self.forests]).reshape(-1, 2),
-            joined([f.roots() for f in self.forests]),
+            *_walk_arrays(self.forests),
             np.ascontiguousarray(np.concatenate(values), dtype=np.float64),
             np.cumsum([0] + [f.n_trees for f in self.forests]).astype(np.int64),
         )
 
     def _columns(self, X: np.ndarray, combine: bool) -> np.ndarray:
-        """(n, F) features → (n, n_columns) float32 from the kernel."""
-        X = np.ascontiguousarray(X, dtype=np.float32)
+        """(n, F) features → (n, n_columns) float32 from the kernel. X may be row-major or, as
+        `compute_features` gives it, a view of channels-first data (read in place)."""
+        X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise UserError(f"The classifier expects {self.n_features} feature channels per pixel, got {X.shape[-1]}.")
+        if not (X.flags.c_contiguous or X.flags.f_contiguous):
+            X = np.ascontiguousarray(X)
         probs = np.zeros((X.shape[0], len(self.forests[0].labels)), dtype=np.float32)
-        _predict_kernel(X, *self._packed, combine, probs)
+        _predict_kernel(X.T, *self._packed, combine, probs)
         return probs
 
     def predict_proba(self, X: np.ndarray, n_label_channels: int) -> np.ndarray:

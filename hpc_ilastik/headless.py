@@ -16,7 +16,7 @@ from hpc_ilastik.errors import UserError
 from hpc_ilastik.features import plan_features
 from hpc_ilastik.forest import ForestEnsemble
 from hpc_ilastik.inputs import Source, open_input, resolve_files
-from hpc_ilastik.pipeline import PixelStage, SourceRequest, compute_source, halo
+from hpc_ilastik.pipeline import PixelStage, SourceRequest, compute_sources, halo, needed_stage
 from hpc_ilastik.progress import Progress
 from hpc_ilastik.project import Project, open_project
 from hpc_ilastik.workflows import export_sources, source_dtype_and_drange
@@ -32,8 +32,7 @@ DEFAULT_FORMAT = "compressed hdf5"
 class ExportOptions:
     """The export settings in force: the project's stored ones overridden by the command line."""
 
-    source_name: str
-    request: SourceRequest
+    sources: tuple[tuple[str, SourceRequest], ...]  # (ilastik's name, what to compute); several: hpc-ilastik's extension
     output_format: str
     filename_template: str
     template_from_cli: bool
@@ -49,7 +48,13 @@ def export_options(project: Project, args: argparse.Namespace) -> ExportOptions:
     """Merge the project's `Prediction Export` settings with the command line, ilastik's way."""
     stored = project.export_settings
     sources = export_sources(project.workflow_name)
-    name = export.resolve_export_source(args.export_source, list(sources)) if args.export_source else next(iter(sources))
+    names = ([export.resolve_export_source(n.strip(), list(sources)) for n in args.export_source.split(",")]
+             if args.export_source else [next(iter(sources))])
+    if len(set(names)) != len(names):
+        raise UserError(f"--export_source names a source twice: {args.export_source}")
+    template = args.output_filename_format or stored.output_filename_format or DEFAULT_TEMPLATE
+    if len(names) > 1 and "{result_type}" not in template:
+        raise UserError("several export sources need {result_type} in --output_filename_format, so that each gets its own file")
     pipeline_drange, export_drange = export.resolve_normalization(
         args.pipeline_result_drange, args.export_drange, stored)
     cutout = args.cutout_subregion
@@ -57,10 +62,9 @@ def export_options(project: Project, args: argparse.Namespace) -> ExportOptions:
         cutout = str([tuple(None if v == -1 else v for v in stored.region_start),
                       tuple(None if v == -1 else v for v in stored.region_stop)])
     return ExportOptions(
-        source_name=name,
-        request=sources[name],
+        sources=tuple((name, sources[name]) for name in names),
         output_format=(args.output_format or stored.output_format or DEFAULT_FORMAT).strip(),
-        filename_template=args.output_filename_format or stored.output_filename_format or DEFAULT_TEMPLATE,
+        filename_template=template,
         template_from_cli=args.output_filename_format is not None,
         internal_path=args.output_internal_path or stored.output_internal_path or "exported_data",
         export_dtype=args.export_dtype or stored.export_dtype,
@@ -204,78 +208,113 @@ def run_headless(args: argparse.Namespace) -> None:
         run_lane(lane, comm, args.quiet)
 
 
+@dataclass
+class _Target:
+    """One export source of one image: what it holds and where it goes."""
+
+    name: str
+    request: SourceRequest
+    region: tuple[slice, ...]        # tzyxc, the channel slice picks from the source's channels
+    out_axes: str
+    out_dtype: np.dtype
+    normalization: tuple | None
+    path: str
+    writer: object = None
+
+    def output_slices(self, block: blk.Block) -> tuple[slice, ...]:
+        channels = self.region[4].stop - self.region[4].start
+        return export.reorder_slices(block.out_slices[:4] + (slice(0, channels),), self.out_axes)
+
+    def write(self, block: blk.Block, values: np.ndarray) -> None:
+        if self.normalization:
+            values = export.normalize(values, self.normalization[0], self.normalization[1], self.out_dtype)
+        else:
+            values = export.convert_dtype(values, self.out_dtype)
+        self.writer.write(self.output_slices(block), export.reorder(values[..., self.region[4]], self.out_axes))
+
+
+def _target(name: str, request: SourceRequest, project: Project, source: Source, stages: list[PixelStage],
+            options: ExportOptions, shape: tuple[int, ...]) -> _Target:
+    channels = output_channels(request, stages, shape[4])
+    export_shape = shape[:4] + (channels,)
+    region = export.parse_cutout(options.cutout, export_shape) if options.cutout else tuple(slice(0, n) for n in export_shape)
+    region_shape = tuple(s.stop - s.start for s in region)  # the cut-out may select channels too
+    pipeline_dtype, _ = source_dtype_and_drange(request.kind, source.dtype)
+    path = export.output_path(
+        options.filename_template, options.output_format,
+        dataset_dir=source.dataset_dir, nickname=source.nickname, result_type=name, region=region,
+        base_dir=os.getcwd() if options.template_from_cli else os.path.dirname(os.path.abspath(project.path)))
+    check_not_overwriting(path, list(source.paths) + [os.path.abspath(project.path)])
+    return _Target(name=name, request=request, region=region,
+                   out_axes=export.output_axes(source.axes, options.axis_order, region_shape),
+                   out_dtype=np.dtype(options.export_dtype or pipeline_dtype),
+                   normalization=(options.pipeline_drange, options.export_drange) if options.export_drange else None,
+                   path=path)
+
+
 def run_image(project: Project, ensembles: list[ForestEnsemble], source: Source, mask: Source | None,
-              options: ExportOptions, args: argparse.Namespace, comm, quiet: bool) -> str:
-    """Process one input image into its export file; returns the output path."""
+              options: ExportOptions, args: argparse.Namespace, comm, quiet: bool) -> list[str]:
+    """Process one input image into one export file per export source; returns the output paths."""
     shape = tuple(source.shape_tzyxc)
     if mask is not None and tuple(mask.shape_tzyxc)[:4] != shape[:4]:
         raise UserError(f"prediction mask {mask.nickname!r} has shape {tuple(mask.shape_tzyxc)[:4]} (tzyx) "
                         f"but the raw data has {shape[:4]}")
     check_like_training(project, shape)
     stages = resolve_stages(project, ensembles, shape)
-    request = options.request
-    channels = output_channels(request, stages, shape[4])
-    pipeline_dtype, drange = source_dtype_and_drange(request.kind, source.dtype)
-    export_shape = shape[:4] + (channels,)
-    region = export.parse_cutout(options.cutout, export_shape) if options.cutout else tuple(slice(0, n) for n in export_shape)
-    region_shape = tuple(s.stop - s.start for s in region)  # the cut-out may select channels too
-    out_axes = export.output_axes(source.axes, options.axis_order, region_shape)
-    out_dtype = np.dtype(options.export_dtype or pipeline_dtype)
-    normalization = (options.pipeline_drange, options.export_drange) if options.export_drange else None
-    if normalization:
-        drange = options.export_drange
-    path = export.output_path(
-        options.filename_template, options.output_format,
-        dataset_dir=source.dataset_dir, nickname=source.nickname, result_type=options.source_name,
-        region=region, base_dir=os.getcwd() if options.template_from_cli else os.path.dirname(os.path.abspath(project.path)))
-    check_not_overwriting(path, list(source.paths) + [os.path.abspath(project.path)])
+    targets = [_target(name, request, project, source, stages, options, shape) for name, request in options.sources]
+    if len({t.path for t in targets}) != len(targets):
+        raise UserError("two export sources would be written to the same file: put {result_type} in the file name")
+    region = targets[0].region
     block_shape = block_shape_for(args, shape)
     grid = blk.plan_blocks(shape, block_shape, region[:4] + (slice(0, shape[4]),))
-    context = halo(stages, request.stage if request.kind != "All Probabilities" else len(stages) - 1)
-    writer = open_writer(
-        options.output_format, path, internal_path=export.format_known_keys(options.internal_path, {  # as ilastik
-            "dataset_dir": source.dataset_dir, "nickname": source.nickname.replace("*", ""),
-            "result_type": options.source_name}),
-        shape=export.reorder_shape(region_shape, out_axes), dtype=out_dtype, axes=out_axes,
-        chunks=export.reorder_shape(tuple(block_shape[:4]) + region_shape[4:], out_axes), drange=drange,
-        resolutions=source.resolutions, units=source.units, comm=comm,
-        offset=tuple(s.start for s in export.reorder_slices(region, out_axes)),
-        fingerprint=_fingerprint(project, source, options, block_shape))
+    context = halo(stages, max(needed_stage(t.request, len(stages)) for t in targets))
+    for target in targets:
+        region_shape = tuple(s.stop - s.start for s in target.region)
+        _, drange = source_dtype_and_drange(target.request.kind, source.dtype)
+        target.writer = open_writer(
+            options.output_format, target.path, internal_path=export.format_known_keys(options.internal_path, {  # as ilastik
+                "dataset_dir": source.dataset_dir, "nickname": source.nickname.replace("*", ""),
+                "result_type": target.name}),
+            shape=export.reorder_shape(region_shape, target.out_axes), dtype=target.out_dtype, axes=target.out_axes,
+            chunks=export.reorder_shape(tuple(block_shape[:4]) + region_shape[4:], target.out_axes),
+            drange=options.export_drange if target.normalization else drange,
+            resolutions=source.resolutions, units=source.units, comm=comm,
+            offset=tuple(s.start for s in export.reorder_slices(target.region, target.out_axes)),
+            fingerprint=_fingerprint(project, source, options, target.name, block_shape))
+    requests = [t.request for t in targets]
 
     def process(block: blk.Block) -> None:
         read, crop = blk.read_region(block, context, shape)
         raw = source.read(read)
         mask_block = mask.read(read)[..., 0] if mask is not None else None
-        result = np.empty(tuple(s.stop - s.start for s in block.slices[:4]) + (channels,), dtype=pipeline_dtype)
+        results: list[list[np.ndarray]] = [[] for _ in targets]
         for t in range(raw.shape[0]):
-            values = compute_source(raw[t], stages, request, None if mask_block is None else mask_block[t])
-            result[t] = values[crop[1:4]]
-        if normalization:
-            result = export.normalize(result, normalization[0], normalization[1], out_dtype)
-        else:
-            result = export.convert_dtype(result, out_dtype)
-        writer.write(output_slices(block), export.reorder(result[..., region[4]], out_axes))
-
-    def output_slices(block: blk.Block) -> tuple[slice, ...]:
-        return export.reorder_slices(block.out_slices[:4] + (slice(0, region_shape[4]),), out_axes)
+            values = compute_sources(raw[t], stages, requests, None if mask_block is None else mask_block[t],
+                                     crop=crop[1:4])
+            for per_target, value in zip(results, values):
+                per_target.append(value)
+        for target, per_t in zip(targets, results):
+            target.write(block, np.stack(per_t))
 
     threads = 1 if comm is not None else min(_threads(args), len(grid))
     if comm is None or comm.Get_rank() == 0:
         log.info("%s: %d block(s) of %s (tzyx) with a halo of %s (zyx); about %.2f GiB per block, %d at a time%s",
                  source.nickname, len(grid), block_shape[:4], context, block_memory(block_shape, context, stages) / 2**30,
                  threads, f" on each of {comm.Get_size()} ranks" if comm is not None else "")
-    voxels = int(np.prod(region_shape[:4]))
-    progress = Progress(len(grid), unit="blocks", total_voxels=voxels, quiet=quiet, label=source.nickname)
+    progress = Progress(len(grid), unit="blocks", total_voxels=int(np.prod([s.stop - s.start for s in region[:4]])),
+                        quiet=quiet, label=source.nickname)
     try:
         run_blocks(grid, process, comm=comm, threads=threads, progress=progress,
-                   is_done=lambda block: writer.block_done(output_slices(block)))
+                   is_done=lambda block: all(t.writer.block_done(t.output_slices(block)) for t in targets))
     except BaseException:
-        writer.abort()
+        for target in targets:
+            target.writer.abort()
         raise
-    writer.close()
-    if comm is None or comm.Get_rank() == 0:
-        log.info("%s: %s written to %s", source.nickname, options.source_name, path)
-    return path
+    for target in targets:
+        target.writer.close()
+        if comm is None or comm.Get_rank() == 0:
+            log.info("%s: %s written to %s", source.nickname, target.name, target.path)
+    return [t.path for t in targets]
 
 
 def block_memory(block_shape: tuple[int, ...], context: tuple[int, int, int], stages: list[PixelStage]) -> int:
@@ -295,13 +334,13 @@ def _threads(args: argparse.Namespace) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _fingerprint(project: Project, source: Source, options: ExportOptions, block_shape) -> dict:
+def _fingerprint(project: Project, source: Source, options: ExportOptions, source_name: str, block_shape) -> dict:
     """What makes an existing streaming output resumable by this command (and nothing else)."""
     st = os.stat(project.path)
     return {
         "project": os.path.abspath(project.path), "project_size": st.st_size, "project_mtime": int(st.st_mtime),
         "input": [os.path.abspath(p) for p in source.paths], "input_shape": list(source.shape_tzyxc),
-        "export_source": options.source_name, "block_shape": list(block_shape),
+        "export_source": source_name, "block_shape": list(block_shape),
         "dtype": options.export_dtype, "drange": [options.pipeline_drange, options.export_drange],
     }
 

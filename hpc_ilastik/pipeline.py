@@ -12,6 +12,7 @@ import numpy as np
 
 from hpc_ilastik.export import simple_segmentation, uncertainty
 from hpc_ilastik.features import FeaturePlan, compute_features
+from hpc_ilastik.filters import full_region, grow_region, region_slices, relative_region
 from hpc_ilastik.forest import ForestEnsemble
 
 
@@ -68,36 +69,72 @@ def stage_input(raw_zyxc: np.ndarray, previous_probs: np.ndarray | None) -> np.n
     return np.concatenate([raw_zyxc, converted], axis=-1)
 
 
-def compute_source(raw_zyxc: np.ndarray, stages: list[PixelStage], request: SourceRequest,
-                   mask_zyx: np.ndarray | None = None) -> np.ndarray:
-    """The export source for one block+halo of raw data (one time point), as (z, y, x, channels).
+def needed_stage(request: SourceRequest, n_stages: int) -> int:
+    """The last stage a request needs (-1: none)."""
+    if request.kind == "Labels":
+        return -1
+    return n_stages - 1 if request.kind == "All Probabilities" else request.stage
 
-    Valid on the block itself (the caller crops the halo). `mask_zyx` (Prediction Mask) zeroes the
+
+def compute_sources(raw_zyxc: np.ndarray, stages: list[PixelStage], requests: list[SourceRequest],
+                    mask_zyx: np.ndarray | None = None, crop: tuple[slice, ...] | None = None) -> list[np.ndarray]:
+    """Several export sources for one block+halo of raw data (one time point), each (z, y, x, channels),
+    from one computation: every stage's features and probabilities are computed at most once.
+
+    Valid on the block itself: with `crop` (slices of the block's z, y, x) only that part is computed and
+    returned, each stage only where the crop and the later stages need it (the forests never see the
+    halo); without, the whole array (the caller crops the halo). `mask_zyx` (Prediction Mask) zeroes the
     probabilities where it is 0, as ilastik does.
     """
-    if request.kind == "Labels":
-        return np.zeros(raw_zyxc.shape[:3] + (1,), dtype=np.uint8)
-    current = raw_zyxc
-    probs_per_stage: list[np.ndarray] = []
-    last = len(stages) - 1 if request.kind == "All Probabilities" else request.stage
+    last = max((needed_stage(r, len(stages)) for r in requests), default=-1)
+    shape = raw_zyxc.shape[:3]
+    target = full_region(shape) if crop is None else tuple(s.indices(n)[:2] for s, n in zip(crop, shape))
+    regions = [grow_region(target, halo(stages[index + 1:], last - index - 1), shape) for index in range(last + 1)]
+    inputs: list[np.ndarray] = []
+    features: dict[int, np.ndarray] = {}
+    probs: list[np.ndarray] = []
+    covered = [full_region(shape)] + regions  # what stage i's input covers
     for index in range(last + 1):
-        current = stage_input(raw_zyxc, probs_per_stage[-1] if probs_per_stage else None)
-        if index == request.stage and request.kind == "Input":
-            return current
-        features = compute_features(current, stages[index].plan)
-        if index == request.stage and request.kind == "Features":
-            return features
-        probs = predict(features, stages[index])
+        inputs.append(stage_input(raw_zyxc[region_slices(covered[index])], probs[-1] if probs else None))
+        wanted = {r.kind for r in requests if needed_stage(r, len(stages)) == index}
+        if index == last and wanted <= {"Input"}:
+            break
+        stage_features = compute_features(inputs[-1], stages[index].plan,
+                                          region_slices(relative_region(regions[index], covered[index])))
+        if "Features" in wanted:
+            features[index] = stage_features[region_slices(relative_region(target, regions[index]))]
+        if index == last and wanted <= {"Input", "Features"}:
+            break
+        stage_probs = predict(stage_features, stages[index])
         if mask_zyx is not None:
-            probs *= (mask_zyx > 0)[..., None]
-        probs_per_stage.append(probs)
-    if request.kind == "All Probabilities":
-        return np.concatenate(probs_per_stage, axis=-1)
-    probs = probs_per_stage[request.stage]
-    if request.kind == "Probabilities":
-        return probs
-    if request.kind == "Simple Segmentation":
-        return simple_segmentation(probs)
-    if request.kind == "Uncertainty":
-        return uncertainty(probs)
-    raise ValueError(f"unknown export source kind {request.kind!r}")
+            stage_probs *= (mask_zyx[region_slices(regions[index])] > 0)[..., None]
+        probs.append(stage_probs)
+    inputs = [x[region_slices(relative_region(target, c))] for x, c in zip(inputs, covered)]
+    probs = [p[region_slices(relative_region(target, r))] for p, r in zip(probs, regions)]
+    return [_derive(request, tuple(hi - lo for lo, hi in target), inputs, features, probs) for request in requests]
+
+
+def compute_source(raw_zyxc: np.ndarray, stages: list[PixelStage], request: SourceRequest,
+                   mask_zyx: np.ndarray | None = None) -> np.ndarray:
+    """One export source for one block+halo of raw data (see `compute_sources`)."""
+    return compute_sources(raw_zyxc, stages, [request], mask_zyx)[0]
+
+
+def _derive(request: SourceRequest, shape_zyx: tuple[int, ...], inputs: list[np.ndarray],
+            features: dict[int, np.ndarray], probs: list[np.ndarray]) -> np.ndarray:
+    kind, stage = request.kind, request.stage
+    if kind == "Labels":
+        return np.zeros(tuple(shape_zyx) + (1,), dtype=np.uint8)
+    if kind == "Input":
+        return inputs[stage]
+    if kind == "Features":
+        return features[stage]
+    if kind == "All Probabilities":
+        return np.concatenate(probs, axis=-1)
+    if kind == "Probabilities":
+        return probs[stage]
+    if kind == "Simple Segmentation":
+        return simple_segmentation(probs[stage])
+    if kind == "Uncertainty":
+        return uncertainty(probs[stage])
+    raise ValueError(f"unknown export source kind {kind!r}")

@@ -442,3 +442,29 @@ def test_retrain_agrees_with_the_stored_labels(tmp_path):
         agree += int((predicted[labelled] == labels[0, ..., 0][labelled]).sum())
         total += int(labelled.sum())
     assert total > 0 and agree >= 0.9 * total
+
+
+def test_several_export_sources_in_one_pass(tmp_path):
+    """hpc-ilastik's extension: one computation, one file per source, each equal to its own run."""
+    image = str(tmp_path / "img.png")
+    shutil.copy(API / "Data_1channel.png", image)
+    project = f"--project={API / 'PixelClass.ilp'}"
+    both = ["--headless", project, "--output_format=numpy", "--quiet",
+            f"--output_filename_format={tmp_path}/both/{{nickname}}_{{result_type}}.npy",
+            "--export_source=probabilities, Simple Segmentation,Uncertainty", image]
+    assert main(both) == 0
+    for name in ("Probabilities", "Simple Segmentation", "Uncertainty"):
+        single = ["--headless", project, "--output_format=numpy", "--quiet", f"--export_source={name}",
+                  f"--output_filename_format={tmp_path}/single/{{nickname}}_{{result_type}}.npy", image]
+        assert main(single) == 0
+        np.testing.assert_array_equal(np.load(tmp_path / "both" / f"img_{name}.npy"),
+                                      np.load(tmp_path / "single" / f"img_{name}.npy"))
+
+
+def test_several_export_sources_need_result_type_in_the_name(tmp_path, capsys):
+    image = str(tmp_path / "img.png")
+    shutil.copy(API / "Data_1channel.png", image)
+    code = main(["--headless", f"--project={API / 'PixelClass.ilp'}", "--export_source=Probabilities,Uncertainty",
+                 f"--output_filename_format={tmp_path}/out.npy", "--output_format=numpy", image])
+    assert code == 2 and "{result_type}" in capsys.readouterr().err
+    assert not (tmp_path / "out.npy").exists()
