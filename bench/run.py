@@ -6,10 +6,13 @@
 
 Every workload trains a 100-tree forest on synthetic data (`hpc_ilastik.synthetic`) with scikit-learn,
 converts it (`forest.from_sklearn`) and writes an ilastik project; the same forest then runs in both
-engines. Baselines run in the same process and run: the features with scipy.ndimage/numpy
-(`baseline.py`), the forest with the sklearn model's `predict_proba`. Each run checks that our outputs
-agree with the baseline's (features within 1e-3·max|channel| + 1e-6·input range, probabilities with
-argmax agreement >= 99.9 % and max |diff| <= 1e-4) and prints ratios measured in that run.
+engines. Baselines run in the same process and run, one thread each: the features with
+scipy.ndimage/numpy (`baseline.py`), the forest with the sklearn model's `predict_proba`. The engines are
+compared on a centred part of the image (128³ of W1, 2048² of W2; the whole image with --quick), and
+each run checks that our outputs agree with the baseline's (features within 1e-3·max|channel| + 1e-6·input
+range, probabilities with argmax agreement >= 99.9 % and max |diff| <= 1e-4) and prints the ratios of CPU
+times measured in that run. The whole path is `hpc-ilastik --headless` on the whole image (blocks, halos,
+reading and writing included) against the baseline's time per pixel times the image's pixels.
 
 W1: 3-D uint8 volume, one channel, all six features at scales 0.7 to 10 (60 channels).
 W2: 2-D image, three channels, `hpc-ilastik train`'s default feature subset (48 channels).
@@ -59,7 +62,6 @@ from hpc_ilastik.train import label_blocks_from_image, parse_feature_spec, train
 BENCH_DIR = Path(__file__).resolve().parent
 RANK_SCRIPT = BENCH_DIR / "rank.py"
 TREES = 100
-FOREST_SAMPLE_ROWS = 1 << 21  # rows both forests predict (sklearn's time is linear in the rows)
 ARGMAX_AGREEMENT = 0.999
 MAX_PROBABILITY_DIFF = 1e-4
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -74,6 +76,7 @@ class Workload:
     channels: int
     selection: FeatureSelection
     strokes_per_class: int
+    compare_edge: int  # the engines are compared on a centred part of at most this edge
     distributed_block: int | None = None  # W3: block edge for --distributed_block_roi
 
 
@@ -86,8 +89,9 @@ def workloads(quick: bool) -> dict[str, Workload]:
     side3, side2 = (72, 512) if quick else (256, 4096)  # the half volume (W3) keeps z >= 36 for σ=10
     return {
         "W1": Workload("W1", f"3D uint8 {side3}³, 1 channel, all features σ 0.7-10", (side3,) * 3, 1, every_feature,
-                       30, distributed_block=side3 // 2),
-        "W2": Workload("W2", f"2D uint8 {side2}², 3 channels, typical subset", (1, side2, side2), 3, typical_2d, 30),
+                       30, compare_edge=128, distributed_block=side3 // 2),
+        "W2": Workload("W2", f"2D uint8 {side2}², 3 channels, typical subset", (1, side2, side2), 3, typical_2d, 30,
+                       compare_edge=2048),
     }
 
 
@@ -215,50 +219,101 @@ def forest_stats(model: RandomForestClassifier) -> dict:
             "mean_depth": float(np.mean([t.tree_.max_depth for t in model.estimators_]))}
 
 
-def run_workload(work: Workload, folder: Path, with_w3: bool) -> dict:
-    """Everything for W1/W2 (and W3 on W1's data): timings, ratios, agreement checks."""
+def centre_box(shape_zyx: tuple[int, int, int], edge: int) -> tuple[slice, slice, slice]:
+    """The centred box of at most `edge` pixels along each non-singleton axis."""
+    return tuple(slice((n - min(n, edge)) // 2, (n - min(n, edge)) // 2 + min(n, edge)) for n in shape_zyx)
+
+
+def run_workload(work: Workload, folder: Path, with_w3: bool, vigra_python: str | None) -> dict:
+    """Everything for W1/W2 (and W3 on W1's data): timings, ratios, agreement checks.
+
+    The engines are compared on a centred part of the image (at most `work.compare_edge` per axis,
+    treated as an image of its own): features, then the forest on every pixel of it. The whole path
+    is `hpc-ilastik --headless` on the whole image against the baseline's time per pixel.
+    """
     raw, truth = synthetic_image(work)
-    labels = sparse_labels(truth, strokes_per_class=work.strokes_per_class, seed=1)
-    plan = plan_features(work.selection, work.shape_zyx, work.channels)
-    compute_features(raw[:1, :40, :40] if work.shape_zyx[0] == 1 else raw[:40, :40, :40],
+    box = centre_box(work.shape_zyx, work.compare_edge)
+    labels = np.zeros_like(truth)
+    labels[box] = sparse_labels(truth[box], strokes_per_class=work.strokes_per_class, seed=1)
+    part = np.ascontiguousarray(raw[box])
+    plan = plan_features(work.selection, part.shape[:3], work.channels)
+    compute_features(part[:1, :40, :40] if work.shape_zyx[0] == 1 else part[:40, :40, :40],
                      plan_features(work.selection, (1, 40, 40) if work.shape_zyx[0] == 1 else (40,) * 3,
                                    work.channels))  # numba's cached kernels load outside the timing
-    ours, t_features = timed(compute_features, raw, plan)
-    t_scipy, worst = baseline_features(raw, plan, ours)
+    ours, t_features = timed(compute_features, part, plan)
+    t_scipy, worst = baseline_features(part, plan, ours)
 
-    model, ensemble = train(ours, labels)
-    n = ours.shape[0] * ours.shape[1] * ours.shape[2]
-    rows = min(n, FOREST_SAMPLE_ROWS)
-    first = (n - rows) // 2
-    X = np.ascontiguousarray(ours.reshape(n, -1)[first:first + rows])
+    model, ensemble = train(ours, labels[box])
+    raw_spec, labels_spec, axes = write_inputs(work, raw, labels, folder)
+    full_plan = plan_features(work.selection, work.shape_zyx, work.channels)
+    project = write_project(work, folder, raw_spec, labels_spec, axes, ensemble, full_plan.names)
+
+    n_part = math.prod(part.shape[:3])
+    X = np.ascontiguousarray(ours.reshape(n_part, -1))
     del ours
-    ensemble.predict_proba(X[:100], len(ensemble.known_labels))
-    ours_probs, t_forest = timed(ensemble.predict_proba, X, len(ensemble.known_labels))
+    n_classes = len(ensemble.known_labels)
+    ensemble.predict_proba(X[:100], n_classes)
+    ours_probs, t_forest = timed(ensemble.predict_proba, X, n_classes)
     sk_probs, t_sklearn = timed(model.predict_proba, X)
     forest_check = probability_agreement(ours_probs, sk_probs)
+    vigra = run_vigra(vigra_python, project, len(ensemble.forests), X, ours_probs, folder) if vigra_python else None
+    del X
 
-    raw_spec, labels_spec, axes = write_inputs(work, raw, labels, folder)
-    project = write_project(work, folder, raw_spec, labels_spec, axes, ensemble, plan.names)
     single = headless(project, raw_spec, axes, folder / f"{work.name}-probabilities.n5", None)
-    exported = read_probabilities(folder / f"{work.name}-probabilities.n5", len(ensemble.known_labels))
-    headless_check = probability_agreement(exported[first:first + rows], sk_probs)
-    t_baseline_path = t_scipy + t_sklearn * n / rows
+    exported = read_probabilities(folder / f"{work.name}-probabilities.n5", n_classes)
+    in_context = compute_features(raw, full_plan, box)  # the whole image's features on the box
+    expected = model.predict_proba(np.ascontiguousarray(in_context.reshape(n_part, -1)))
+    headless_check = probability_agreement(exported.reshape(raw.shape[:3] + (n_classes,))[box].reshape(n_part, -1),
+                                           expected)
+    n = math.prod(work.shape_zyx)
+    t_baseline_path = (t_scipy + t_sklearn) * n / n_part
     result = {
         "workload": work.name, "title": work.title, "shape_zyx": list(work.shape_zyx), "channels": work.channels,
-        "feature_channels": plan.n_channels_out, "pixels": n, "forest": forest_stats(model),
-        "labelled_pixels": int((labels > 0).sum()),
+        "compared_on": [s.stop - s.start for s in box], "feature_channels": plan.n_channels_out, "pixels": n,
+        "forest": forest_stats(model), "labelled_pixels": int((labels > 0).sum()),
         "seconds": {"ours_features": t_features, "scipy_features": t_scipy, "ours_forest": t_forest,
-                    "sklearn_forest": t_sklearn, "forest_rows": rows, "ours_headless": single["cpu_s"],
-                    "baseline_path_extrapolated": t_baseline_path},
+                    "sklearn_forest": t_sklearn, "ours_headless": single["cpu_s"],
+                    "baseline_path_scaled": t_baseline_path},
         "ratios": {"features": t_scipy / t_features, "forest": t_sklearn / t_forest,
                    "whole_path": t_baseline_path / single["cpu_s"]},
         "checks": {"features_worst_diff_over_tol": worst, "features_ok": worst <= 1.0,
                    "forest": forest_check, "headless": headless_check},
         "headless_peak_mib": single["peak_mib"],
     }
+    if vigra:
+        result["vigra_forest"] = vigra
+        result["ratios"]["forest_vs_vigra"] = vigra["cpu_s"] / t_forest
     if with_w3:
         result["W3"] = run_w3(work, folder, raw, project, raw_spec, axes, exported)
     return result
+
+
+def run_vigra(python: str, project: str, n_forests: int, X: np.ndarray, ours: np.ndarray, folder: Path) -> dict:
+    """vigra's own forest (ilastik's engine) on the same rows, under `python`: CPU seconds, and whether
+    its probabilities equal ours bit for bit."""
+    features, output = folder / "vigra-features.npy", folder / "vigra-probabilities.npy"
+    np.save(features, X)
+    groups = [f"PixelClassification/ClassifierForests/Forest{k:04d}" for k in range(n_forests)]
+    done = subprocess.run([python, str(BENCH_DIR / "vigra_forest.py"), project, str(features), str(output), *groups],
+                          env=dict(os.environ, **SINGLE_THREAD), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"vigra_forest.py under {python} failed:\n{done.stdout}{done.stderr}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    theirs = np.load(output)
+    features.unlink()
+    return {"python": python, "vigra": report["vigra"], "cpu_s": report["cpu_s"],
+            "bit_identical": bool(np.array_equal(theirs, ours)), **probability_agreement(ours, theirs)}
+
+
+def vigra_interpreter(choice: str | None) -> str | None:
+    """The Python that runs vigra_forest.py: --vigra-python, else this one if it can import vigra."""
+    if choice:
+        return choice
+    try:
+        import vigra  # noqa: F401
+    except ImportError:
+        return None
+    return sys.executable
 
 
 def run_w3(work: Workload, folder: Path, raw: np.ndarray, project: str, raw_spec: str, axes: str,
@@ -293,62 +348,87 @@ def machine() -> dict:
                 model = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+    return {"cpu": model, "cores": os.cpu_count(), "load_before": _load(), "python": platform.python_version(),
+            "numpy": np.__version__,
             "numba": numba.__version__, "scipy": scipy.__version__, "sklearn": sklearn.__version__}
+
+
+def _load() -> str:
+    return f"{os.getloadavg()[0]:.1f}"
 
 
 def all_checks_pass(results: list[dict]) -> bool:
     ok = True
     for r in results:
         ok &= r["checks"]["features_ok"] and r["checks"]["forest"]["ok"] and r["checks"]["headless"]["ok"]
+        if "vigra_forest" in r:
+            ok &= r["vigra_forest"]["ok"]
         if "W3" in r:
             ok &= r["W3"]["checks"]["same_output_as_single_process"]
     return bool(ok)
+
+
+def _size(r: dict) -> str:
+    return "×".join(str(n) for n in r["compared_on"] if n > 1)
 
 
 def markdown(results: list[dict], info: dict, command: str) -> str:
     """The results table for the README."""
     lines = [
         f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, numpy {info['numpy']}, "
-        f"numba {info['numba']}, scipy {info['scipy']}, scikit-learn {info['sklearn']}. Command: `{command}`.",
-        "Every ratio is baseline time / hpc-ilastik time, measured in the same run, one thread each.",
+        f"numba {info['numba']}, scipy {info['scipy']}, scikit-learn {info['sklearn']}; load average "
+        f"{info['load_before']} before, {info['load_after']} after the run. Command: `{command}`.",
         "",
-        "| workload | features vs scipy | forest vs sklearn | whole path vs scipy + sklearn | target | agreement |",
+        "Ratios are baseline CPU time / hpc-ilastik CPU time, measured in the same run, one thread each.",
+        "",
+        "| workload | features vs scipy | forest vs sklearn | whole path: `hpc-ilastik --headless` vs scipy + sklearn "
+        "| target (whole path) | agreement with the baseline |",
         "|---|---|---|---|---|---|",
     ]
     for r in results:
         ratios, checks, forest = r["ratios"], r["checks"], r["forest"]
         target = TARGETS[r["workload"]]
         lines.append(
-            f"| {r['workload']}: {r['title']} ({r['feature_channels']} feature channels; {forest['trees']} trees, "
-            f"{forest['mean_leaves']:.0f} leaves and depth {forest['mean_depth']:.1f} on average) "
+            f"| {r['workload']}: {r['title']} ({r['feature_channels']} feature channels; {forest['trees']} trees with "
+            f"{forest['mean_leaves']:.0f} leaves, depth {forest['mean_depth']:.1f} on average) "
             f"| {ratios['features']:.1f}× | {ratios['forest']:.1f}× | {ratios['whole_path']:.1f}× "
             f"| ≥ {target:.0f}×: {'met' if ratios['whole_path'] >= target else 'missed'} "
-            f"| features ≤ {checks['features_worst_diff_over_tol']:.2f}·tol; argmax "
-            f"{100 * checks['headless']['argmax_agreement']:.3f} %, max diff {checks['headless']['max_diff']:.1e} |")
+            f"| features: worst \\|diff\\| = {checks['features_worst_diff_over_tol']:.2f}·tolerance; probabilities: "
+            f"argmax {100 * checks['forest']['argmax_agreement']:.3f} % (headless {100 * checks['headless']['argmax_agreement']:.3f} %), "
+            f"max \\|diff\\| {max(checks['forest']['max_diff'], checks['headless']['max_diff']):.1e} |")
+    vigra_rows = [r for r in results if "vigra_forest" in r]
+    if vigra_rows:
+        lines += ["", "Forest against vigra's own `RandomForest.predictProbabilities` (ilastik's forest engine, "
+                  f"vigra {vigra_rows[0]['vigra_forest']['vigra']} under {vigra_rows[0]['vigra_forest']['python']}), "
+                  "same rows, one thread: " + "; ".join(
+                      f"{r['workload']} {r['ratios']['forest_vs_vigra']:.1f}× (probabilities "
+                      f"{'bit-identical' if r['vigra_forest']['bit_identical'] else 'max diff %.1e' % r['vigra_forest']['max_diff']})"
+                      for r in vigra_rows) + "."]
     for r in results:
         if "W3" not in r:
             continue
         w3 = r["W3"]
         lines += [
             "",
-            "| W3: W1 under MPI | value | target |",
+            "| W3: W1 under MPI (wall time) | value | target |",
             "|---|---|---|",
             f"| parallel efficiency, `mpiexec -n 2` vs `-n 1` ({w3['block']}³ blocks) | {100 * w3['efficiency']:.0f} % "
             f"| ≥ {100 * TARGETS['efficiency']:.0f} %: {'met' if w3['efficiency'] >= TARGETS['efficiency'] else 'missed'} |",
             f"| peak memory per rank, -n 2 | {', '.join(f'{m:.0f} MiB' for m in w3['peak_mib']['n2_per_rank'])} | |",
             f"| peak memory, -n 1: half volume → full volume | {w3['peak_mib']['half_volume_n1']:.0f} MiB → "
             f"{w3['peak_mib']['n1']:.0f} MiB (×{w3['memory_growth_for_double_volume']:.2f}) | unchanged |",
-            f"| outputs identical to the single-process run | {w3['checks']['same_output_as_single_process']} | |",
+            f"| outputs of -n 1 and -n 2 identical to the single-process run | "
+            f"{'yes' if w3['checks']['same_output_as_single_process'] else 'NO'} | |",
         ]
-    lines += ["", "Seconds (for reference; the ratios above are the result):", "",
-              "| workload | ours features | scipy features | ours forest | sklearn forest (rows) | ours headless | "
-              "scipy + sklearn (forest extrapolated to all pixels) |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "CPU seconds behind the ratios (features and forest on the compared part; the baseline's whole path "
+              "is its time per pixel there times the image's pixels):", "",
+              "| workload | compared on | ours features | scipy features | ours forest | sklearn forest "
+              "| ours headless (whole image) | scipy + sklearn (whole image) |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         s = r["seconds"]
-        lines.append(f"| {r['workload']} | {s['ours_features']:.1f} | {s['scipy_features']:.1f} | {s['ours_forest']:.2f} "
-                     f"| {s['sklearn_forest']:.2f} ({s['forest_rows']:,}) | {s['ours_headless']:.1f} "
-                     f"| {s['baseline_path_extrapolated']:.1f} |")
+        lines.append(f"| {r['workload']} | {_size(r)} | {s['ours_features']:.1f} | {s['scipy_features']:.1f} "
+                     f"| {s['ours_forest']:.2f} | {s['sklearn_forest']:.2f} | {s['ours_headless']:.1f} "
+                     f"| {s['baseline_path_scaled']:.1f} |")
     return "\n".join(lines)
 
 
@@ -364,18 +444,23 @@ def update_readme(path: Path, table: str) -> None:
 
 
 def print_result(r: dict) -> None:
-    ratios, checks, s = r["ratios"], r["checks"], r["seconds"]
-    print(f"{r['workload']}: {r['title']}: {r['feature_channels']} feature channels, {r['pixels']:,} pixels, "
-          f"forest {r['forest']['trees']} trees ({r['forest']['mean_leaves']:.0f} leaves, depth "
-          f"{r['forest']['mean_depth']:.1f}) from {r['labelled_pixels']:,} labelled pixels")
-    print(f"  features   {ratios['features']:6.1f}x  vs scipy.ndimage    (agreement: worst |diff|/tol "
-          f"{checks['features_worst_diff_over_tol']:.3f}, {'ok' if checks['features_ok'] else 'FAILED'})")
-    print(f"  forest     {ratios['forest']:6.1f}x  vs sklearn          (on {s['forest_rows']:,} rows; argmax "
-          f"{100 * checks['forest']['argmax_agreement']:.3f} %, max diff {checks['forest']['max_diff']:.1e}, "
+    ratios, checks = r["ratios"], r["checks"]
+    print(f"{r['workload']}: {r['title']}: {r['feature_channels']} feature channels; forest of {r['forest']['trees']} "
+          f"trees ({r['forest']['mean_leaves']:.0f} leaves, depth {r['forest']['mean_depth']:.1f}) from "
+          f"{r['labelled_pixels']:,} labelled pixels; engines compared on {_size(r)}")
+    print(f"  features   {ratios['features']:6.1f}x  vs scipy.ndimage (worst |diff|/tolerance "
+          f"{checks['features_worst_diff_over_tol']:.3f}: {'ok' if checks['features_ok'] else 'FAILED'})")
+    print(f"  forest     {ratios['forest']:6.1f}x  vs sklearn (argmax agreement "
+          f"{100 * checks['forest']['argmax_agreement']:.3f} %, max |diff| {checks['forest']['max_diff']:.1e}: "
           f"{'ok' if checks['forest']['ok'] else 'FAILED'})")
-    print(f"  whole path {ratios['whole_path']:6.1f}x  hpc-ilastik --headless vs scipy + sklearn (headless output vs "
-          f"sklearn: argmax {100 * checks['headless']['argmax_agreement']:.3f} %, "
-          f"{'ok' if checks['headless']['ok'] else 'FAILED'}); peak memory {r['headless_peak_mib']:.0f} MiB")
+    if "vigra_forest" in r:
+        v = r["vigra_forest"]
+        print(f"  forest     {ratios['forest_vs_vigra']:6.1f}x  vs vigra {v['vigra']} (ilastik's forest engine; "
+              f"probabilities {'bit-identical' if v['bit_identical'] else 'max |diff| %.1e' % v['max_diff']})")
+    print(f"  whole path {ratios['whole_path']:6.1f}x  hpc-ilastik --headless on the whole image vs scipy + sklearn "
+          f"(output vs sklearn: argmax {100 * checks['headless']['argmax_agreement']:.3f} %, max |diff| "
+          f"{checks['headless']['max_diff']:.1e}: {'ok' if checks['headless']['ok'] else 'FAILED'}); "
+          f"peak memory {r['headless_peak_mib']:.0f} MiB")
     if "W3" in r:
         w3 = r["W3"]
         print(f"W3: {r['workload']} under mpiexec ({w3['block']}³ blocks): parallel efficiency at 2 ranks "
@@ -392,27 +477,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write all measurements here")
     parser.add_argument("--readme", type=Path, help="write the results table into this README (between markers)")
     parser.add_argument("--workdir", type=Path, help="keep data, projects and outputs here (default: a temp folder)")
+    parser.add_argument("--vigra-python", help="a Python with vigra (e.g. /usr/bin/python3 with Debian's python3-vigra) "
+                        "to time vigra's own forest, ilastik's engine, on the same rows (default: this Python if it "
+                        "imports vigra, else skipped)")
     args = parser.parse_args(argv)
     chosen = {w.strip().upper() for w in args.workloads.split(",") if w.strip()}
     unknown = chosen - {"W1", "W2", "W3"}
     if unknown:
         parser.error(f"unknown workloads {sorted(unknown)}")
     info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores; one thread per engine")
+    vigra_python = vigra_interpreter(args.vigra_python)
+    print(f"machine: {info['cpu']}, {info['cores']} cores; one thread per engine"
+          + ("" if vigra_python else "; vigra not importable: its forest is not timed (see --vigra-python)"))
     folder = args.workdir or Path(tempfile.mkdtemp(prefix="hpc-ilastik-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     results = []
     try:
         for name, work in workloads(args.quick).items():
             if name in chosen or (name == "W1" and "W3" in chosen):
-                results.append(run_workload(work, folder, with_w3=name == "W1" and "W3" in chosen))
+                results.append(run_workload(work, folder, name == "W1" and "W3" in chosen, vigra_python))
                 print_result(results[-1])
     finally:
         if args.workdir is None:
             shutil.rmtree(folder, ignore_errors=True)
     ok = all_checks_pass(results)
+    info["load_after"] = _load()
     command = "python bench/run.py" + (" --quick" if args.quick else "") + (
-        f" --workloads {args.workloads}" if chosen != {"W1", "W2", "W3"} else "")
+        f" --workloads {args.workloads}" if chosen != {"W1", "W2", "W3"} else "") + (
+        f" --vigra-python {args.vigra_python}" if args.vigra_python else "")
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "command": command, "results": results,
                                          "all_checks_pass": ok}, indent=1))

@@ -4,8 +4,9 @@ Layout and prediction rules: ilastik-numerics.md §7-§8, ilastik-spec.md §3.4.
 holds `_options/*`, `_ext_param/*` and `Tree_<k>/{topology,parameters}`; a tree node at topology
 offset n is `[type, parameter offset, child0, child1, column]` (split: child0 when x < threshold) or
 `[type, parameter offset]` (leaf: parameters `[weight, p_1 .. p_C]`). We flatten every tree into
-split-node arrays plus a leaf table, walk them in numba, and reproduce vigra's float32 arithmetic and
-ilastik's combination of several forests bit for bit.
+split-node arrays plus a leaf table; in numba, trees of at most 64 leaves find each row's leaf by bit
+masks (QuickScorer), larger ones by walking; vigra's float32 arithmetic and ilastik's combination of
+several forests are reproduced bit for bit.
 """
 
 from __future__ import annotations
@@ -48,6 +49,22 @@ _DEFAULT_OPTIONS = {
 
 _BATCH_ROWS = 2048  # rows per pass of the trees (their features: a few hundred KiB)
 _LANES = 16  # rows walked through a tree in lock step
+_FEW_LEAVES = 8  # trees with at most this many leaves add their values by vectorised selects
+_ALL_LEAVES_INT = (1 << 64) - 1
+_ALL_LEAVES = np.uint64(_ALL_LEAVES_INT)
+_DEBRUIJN_INT = 0x03F79D71B4CB0A89  # a de Bruijn sequence: (2^k · it mod 2^64) >> 58 differs for each k < 64
+_DEBRUIJN = np.uint64(_DEBRUIJN_INT)
+
+
+def _debruijn_positions() -> np.ndarray:
+    """k for each value of (2^k · _DEBRUIJN mod 2^64) >> 58: the index of a word's only set bit."""
+    table = np.zeros(64, dtype=np.int64)
+    for k in range(64):
+        table[((1 << k) * _DEBRUIJN_INT % (1 << 64)) >> 58] = k
+    return table
+
+
+_DEBRUIJN_POSITION = _debruijn_positions()
 
 
 @dataclass(eq=False)
@@ -292,66 +309,124 @@ def from_sklearn(model, predict_weighted: bool = False) -> VigraForest:
 
 
 @njit(cache=True, nogil=True)
-def _predict_kernel(Xt, feature, threshold, children, roots, depths, leaf_values, forest_trees, combine, out):
+def _walk(flat, m, feature, threshold, children, root, depth, n_splits, node, leaf):
+    """leaf[r] for rows 0..m-1 of the channels-first batch `flat`: _LANES rows walk the tree in lock step for
+    exactly its depth (leaves loop to themselves), a branch-free loop whose independent walks the CPU overlaps."""
+    for r0 in range(0, m, _LANES):
+        for j in range(_LANES):
+            node[j] = root
+        for _ in range(depth):
+            for j in range(_LANES):  # lanes beyond m walk stale rows; their leaves go unused
+                a = node[j]
+                x = flat[np.uint64(feature[a]) * np.uint64(_BATCH_ROWS) + np.uint64(r0 + j)]
+                node[j] = children[np.uint64(2 * a) + np.uint64(x >= threshold[a])]
+        for j in range(min(_LANES, m - r0)):
+            leaf[r0 + j] = np.int64(node[j]) - n_splits
+
+
+@njit(cache=True, nogil=True)
+def _reachable(batch, m, feature, threshold, bits, first, stop, reachable):
+    """QuickScorer for rows 0..m-1 of a tree of at most 64 leaves numbered left to right: every split whose
+    test sends a row right removes its left subtree's leaves from the row's reachable set, and the exit
+    leaf is the lowest bit left. Each split is one vectorised pass over a feature's row."""
+    reachable[:m] = _ALL_LEAVES
+    for s in range(first, stop):
+        row = batch[feature[s]]
+        th = threshold[s]
+        mask = bits[s]
+        for r in range(m):
+            reachable[r] &= mask if row[r] >= th else _ALL_LEAVES
+
+
+@njit(cache=True, nogil=True)
+def _lowest_leaves(reachable, m, leaves, leaf):
+    """leaf[r] = leaves[index of the lowest set bit of reachable[r]] (de Bruijn multiplication)."""
+    for r in range(m):
+        lowest = reachable[r] & (~reachable[r] + np.uint64(1))
+        leaf[r] = leaves[_DEBRUIJN_POSITION[(lowest * _DEBRUIJN) >> np.uint64(58)]]
+
+
+@njit(cache=True, nogil=True)
+def _add_leaves(leaf, m, leaf_values, acc, weight):
+    """vigra's accumulation of one tree: acc[c, r] += float32(value), weight[r] += value, class by class."""
+    for r in range(m):
+        for c in range(leaf_values.shape[1]):
+            v = leaf_values[leaf[r], c]
+            acc[c, r] += np.float32(v)
+            weight[r] += v
+
+
+@njit(cache=True, nogil=True)
+def _add_exit_leaves(reachable, m, leaves, leaf_values, acc, weight):
+    """_lowest_leaves + _add_leaves for a tree of few leaves, vectorised: each leaf adds its values where it
+    is the exit leaf and zeros elsewhere (x + 0 == x, so the sums are the same, bit for bit)."""
+    for k in range(leaves.shape[0]):
+        below = np.uint64((1 << (k + 1)) - 1)
+        exit_bit = np.uint64(1 << k)
+        for c in range(leaf_values.shape[1]):
+            v = leaf_values[leaves[k], c]
+            v32 = np.float32(v)
+            row_acc = acc[c]
+            for r in range(m):
+                hit = (reachable[r] & below) == exit_bit
+                row_acc[r] += v32 if hit else np.float32(0)
+                weight[r] += v if hit else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _predict_kernel(Xt, feature, threshold, children, roots, depths, walked, m_feature, m_threshold, m_bits, m_start,
+                    m_leaves, m_leaf_start, leaf_values, forest_trees, combine, out):
     """Forest probabilities into `out` (zeros, float32 (n, C)) for the features Xt (F, n), any layout:
     vigra's per forest, then ilastik's tree-count weighted mean of the forests if `combine` (else `out`
-    is the single forest's own result).
-
-    Rows are copied _BATCH_ROWS at a time into a cache-sized channels-first buffer; every tree then walks
-    _LANES rows in lock step for exactly its depth (leaves loop to themselves), a loop without branches
-    whose independent walks the CPU overlaps (and vectorises with gathers where it can).
-    """
+    is the single forest's own result). Rows are copied _BATCH_ROWS at a time into a cache-sized
+    channels-first buffer; each tree finds its exit leaves by walking (`walked`, more than 64 leaves)
+    or by masks, and adds their values."""
     n_features, n = Xt.shape
     n_classes = leaf_values.shape[1]
     n_splits = feature.shape[0] - leaf_values.shape[0]
     n_forests = forest_trees.shape[0] - 1
     total_trees = np.float32(forest_trees[n_forests])
-    acc = np.empty((_BATCH_ROWS, n_classes), dtype=np.float32)
+    acc = np.empty((n_classes, _BATCH_ROWS), dtype=np.float32)
     weight = np.empty(_BATCH_ROWS, dtype=np.float64)
-    valid = np.empty(_BATCH_ROWS, dtype=np.bool_)
+    has_nan = np.empty(_BATCH_ROWS, dtype=np.uint8)
     batch = np.zeros((n_features, _BATCH_ROWS), dtype=np.float32)
     flat = batch.ravel()
     node = np.empty(_LANES, dtype=np.uint32)
+    leaf = np.empty(_BATCH_ROWS, dtype=np.int64)
+    reachable = np.empty(_BATCH_ROWS, dtype=np.uint64)
     for start in range(0, n, _BATCH_ROWS):
         m = min(_BATCH_ROWS, n - start)
-        valid[:m] = True
+        has_nan[:m] = 0
         for f in range(n_features):
+            row = batch[f]
             for r in range(m):
                 x = Xt[f, start + r]
-                batch[f, r] = x
-                if np.isnan(x):
-                    valid[r] = False
+                row[r] = x
+                has_nan[r] |= np.isnan(x)
         for f in range(n_forests):
-            acc[:m] = 0
+            acc[:, :m] = 0
             weight[:m] = 0
             for t in range(forest_trees[f], forest_trees[f + 1]):
-                root = np.uint32(roots[t])
-                for r0 in range(0, m, _LANES):
-                    for j in range(_LANES):
-                        node[j] = root
-                    for _ in range(depths[t]):
-                        for j in range(_LANES):  # lanes beyond m walk stale rows; their leaves go unused
-                            a = node[j]
-                            x = flat[np.uint64(feature[a]) * np.uint64(_BATCH_ROWS) + np.uint64(r0 + j)]
-                            node[j] = children[np.uint64(2 * a) + np.uint64(x >= threshold[a])]
-                    for j in range(min(_LANES, m - r0)):
-                        r = r0 + j
-                        if not valid[r]:
-                            continue
-                        leaf = np.int64(node[j]) - n_splits
-                        for c in range(n_classes):
-                            v = leaf_values[leaf, c]
-                            acc[r, c] += np.float32(v)
-                            weight[r] += v
+                leaves = m_leaves[m_leaf_start[t]:m_leaf_start[t + 1]]
+                if walked[t]:
+                    _walk(flat, m, feature, threshold, children, np.uint32(roots[t]), depths[t], n_splits, node, leaf)
+                    _add_leaves(leaf, m, leaf_values, acc, weight)
+                    continue
+                _reachable(batch, m, m_feature, m_threshold, m_bits, m_start[t], m_start[t + 1], reachable)
+                if leaves.shape[0] <= _FEW_LEAVES:
+                    _add_exit_leaves(reachable, m, leaves, leaf_values, acc, weight)
+                else:
+                    _lowest_leaves(reachable, m, leaves, leaf)
+                    _add_leaves(leaf, m, leaf_values, acc, weight)
             trees_f = np.float32(forest_trees[f + 1] - forest_trees[f])
             for r in range(m):
-                if valid[r]:
+                if not has_nan[r]:
                     norm = np.float32(weight[r])
                     for c in range(n_classes):
                         if combine:
-                            out[start + r, c] += (acc[r, c] / norm) * trees_f
+                            out[start + r, c] += (acc[c, r] / norm) * trees_f
                         else:
-                            out[start + r, c] = acc[r, c] / norm
+                            out[start + r, c] = acc[c, r] / norm
         if combine:
             for r in range(m):
                 for c in range(n_classes):
@@ -398,6 +473,59 @@ def _walk_arrays(forests: Sequence[VigraForest]) -> tuple[np.ndarray, ...]:
     return feature, threshold, children.astype(np.int32).ravel(), roots, depths
 
 
+def _left_to_right(children: np.ndarray, root: int) -> tuple[list[int], list[tuple[int, int, int]]]:
+    """A tree's leaves left to right (forest-local leaf indices) and, per split, the positions lo:hi of its
+    left subtree's leaves in that order."""
+    order: list[int] = []
+    tests: list[tuple[int, int, int]] = []
+
+    def visit(code: int) -> tuple[int, int]:
+        if code < 0:
+            order.append(-1 - code)
+            return len(order) - 1, len(order)
+        lo, mid = visit(int(children[code, 0]))
+        _, hi = visit(int(children[code, 1]))
+        tests.append((code, lo, mid))
+        return lo, hi
+
+    visit(root)
+    return order, tests
+
+
+def _mask_arrays(forests: Sequence[VigraForest]) -> tuple[np.ndarray, ...]:
+    """The kernel's tables for finding exit leaves by masks: per split its feature, float32 threshold and the
+    bits of the leaves that stay reachable when the row goes right; per tree whether it is walked instead
+    (more than 64 leaves), its splits m_start[t]:m_start[t + 1] and its leaves left to right (global
+    leaf indices, m_leaf_start[t]:m_leaf_start[t + 1])."""
+    feature: list[int] = []
+    threshold: list[float] = []
+    bits: list[int] = []
+    walked: list[bool] = []
+    starts: list[int] = []
+    leaves: list[int] = []
+    leaf_starts: list[int] = []
+    leaf_shift = 0
+    for forest in forests:
+        for t, root in enumerate(forest.roots()):
+            starts.append(len(feature))
+            leaf_starts.append(len(leaves))
+            walked.append(bool(forest.leaf_start[t + 1] - forest.leaf_start[t] > 64))
+            if walked[-1]:
+                continue
+            order, tests = _left_to_right(forest.children, int(root))
+            for split, lo, hi in tests:
+                feature.append(int(forest.feature[split]))
+                threshold.append(float(forest.threshold[split]))
+                bits.append(_ALL_LEAVES_INT & ~(((1 << (hi - lo)) - 1) << lo))
+            leaves.extend(leaf_shift + leaf for leaf in order)
+        leaf_shift += len(forest.leaf_weights)
+    starts.append(len(feature))
+    leaf_starts.append(len(leaves))
+    return (np.array(walked, dtype=np.bool_), np.array(feature, dtype=np.int32),
+            _float32_threshold(np.array(threshold, dtype=np.float64)), np.array(bits, dtype=np.uint64),
+            np.array(starts, dtype=np.int64), np.array(leaves, dtype=np.int64), np.array(leaf_starts, dtype=np.int64))
+
+
 @dataclass(eq=False)
 class ForestEnsemble:
     """ilastik's ParallelVigraRfLazyflowClassifier: several vigra forests trained on the same data."""
@@ -427,6 +555,7 @@ class ForestEnsemble:
         values = [f.leaf_probs * (f.leaf_weights[:, None] if f.predict_weighted else 1.0) for f in self.forests]
         return (
             *_walk_arrays(self.forests),
+            *_mask_arrays(self.forests),
             np.ascontiguousarray(np.concatenate(values), dtype=np.float64),
             np.cumsum([0] + [f.n_trees for f in self.forests]).astype(np.int64),
         )
