@@ -51,6 +51,7 @@ from sklearn.ensemble import RandomForestClassifier  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline import scipy_feature_groups  # noqa: E402
 
+from hpc_ilastik.cli import keep_freed_memory  # noqa: E402
 from hpc_ilastik.features import DEFAULT_FEATURE_IDS, FeatureSelection, compute_features, plan_features  # noqa: E402
 from hpc_ilastik.forest import ForestEnsemble, from_sklearn  # noqa: E402
 from hpc_ilastik.ilp_writer import write_pixel_classification_project  # noqa: E402
@@ -89,7 +90,7 @@ def workloads(quick: bool) -> dict[str, Workload]:
     side3, side2 = (72, 512) if quick else (256, 4096)  # the half volume (W3) keeps z >= 36 for σ=10
     return {
         "W1": Workload("W1", f"3D uint8 {side3}³, 1 channel, all features σ 0.7-10", (side3,) * 3, 1, every_feature,
-                       30, compare_edge=128, distributed_block=side3 // 2),
+                       30, compare_edge=128, distributed_block=side3 // 3 if quick else 96),
         "W2": Workload("W2", f"2D uint8 {side2}², 3 channels, typical subset", (1, side2, side2), 3, typical_2d, 30,
                        compare_edge=2048),
     }
@@ -485,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = chosen - {"W1", "W2", "W3"}
     if unknown:
         parser.error(f"unknown workloads {sorted(unknown)}")
+    keep_freed_memory()  # the malloc settings `hpc-ilastik` runs with, for both engines in this process
     info = machine()
     vigra_python = vigra_interpreter(args.vigra_python)
     print(f"machine: {info['cpu']}, {info['cores']} cores; one thread per engine"

@@ -42,11 +42,16 @@ def _convolve_rows(src, half, antisym, out, lo):
     m, w = out.shape
     r = half.shape[0] - 1
     idx = _mirror_map(n, lo - r, w + 2 * r)
+    inside0 = min(max(r - lo, 0), w + 2 * r)  # buf[inside0:inside1] = s[lo - r + inside0:...] needs no mirror
+    inside1 = max(min(n - lo + r, w + 2 * r), inside0)
     buf = np.empty(w + 2 * r, np.float64)
     acc = np.empty(w, np.float64)
     for row in range(m):
         s = src[row]
-        for p in range(w + 2 * r):
+        for p in range(inside0):
+            buf[p] = s[idx[p]]
+        buf[inside0:inside1] = s[lo - r + inside0:lo - r + inside1]
+        for p in range(inside1, w + 2 * r):
             buf[p] = s[idx[p]]
         _accumulate(buf, r, w, half, antisym, acc)
         o = out[row]

@@ -47,7 +47,7 @@ _DEFAULT_OPTIONS = {
     "training_set_size_": 0.0,
 }
 
-_BATCH_ROWS = 2048  # rows per pass of the trees (their features: a few hundred KiB)
+_BATCH_ROWS = 1024  # rows per pass of the trees: their features (<= a few hundred KiB) stay in L2, sums in L1
 _LANES = 16  # rows walked through a tree in lock step
 _FEW_LEAVES = 8  # trees with at most this many leaves add their values by vectorised selects
 _ALL_LEAVES_INT = (1 << 64) - 1

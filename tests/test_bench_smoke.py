@@ -1,0 +1,34 @@
+"""The benchmark suite at --quick size: it runs end to end and its agreement checks pass (no timing asserts)."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_quick_bench_runs_and_agrees_with_the_baselines(tmp_path):
+    report = tmp_path / "bench.json"
+    readme = tmp_path / "README.md"
+    readme.write_text("# bench\n\n<!-- results:start -->\nold table\n<!-- results:end -->\n\nnotes\n")
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--json", str(report),
+                           "--readme", str(readme)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(report.read_text())
+    assert results["all_checks_pass"] is True
+    by_name = {r["workload"]: r for r in results["results"]}
+    assert set(by_name) == {"W1", "W2"} and "W3" in by_name["W1"]
+    assert (by_name["W1"]["feature_channels"], by_name["W2"]["feature_channels"]) == (60, 48)
+    for r in by_name.values():
+        checks = r["checks"]
+        assert checks["features_ok"] and checks["features_worst_diff_over_tol"] <= 1.0
+        for engine in ("forest", "headless"):
+            assert checks[engine]["argmax_agreement"] >= 0.999 and checks[engine]["max_diff"] <= 1e-4
+        assert all(ratio > 0 for ratio in r["ratios"].values())
+        assert r["forest"]["trees"] == 100
+    w3 = by_name["W1"]["W3"]
+    assert w3["checks"]["same_output_as_single_process"]
+    assert len(w3["peak_mib"]["n2_per_rank"]) == 2 and w3["efficiency"] > 0
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# bench\n") and text.endswith("notes\n")
+    assert "| W1: 3D uint8 72³" in text and "parallel efficiency" in text
