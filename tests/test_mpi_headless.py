@@ -85,6 +85,27 @@ def _chunk_files(out: str) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and p.name != "attributes.json" and ".tmp" not in p.name]
 
 
+def _kill_session(session: int) -> None:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session:  # field 6 of /proc/PID/stat: the session id
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            continue
+
+
+def _settled_count(out: str) -> int:
+    """Chunk files once no rank writes any more."""
+    count, stable_since = len(_chunk_files(out)), time.monotonic()
+    while time.monotonic() - stable_since < 1.0:
+        time.sleep(0.1)
+        now = len(_chunk_files(out))
+        if now != count:
+            count, stable_since = now, time.monotonic()
+    return count
+
+
 def test_killed_run_resumes_to_identical_output(volume_h5, serial, tmp_path):
     out = str(tmp_path / "resume.n5")
     command = MPIEXEC + ["-n", "2", sys.executable, "-m", "hpc_ilastik", *_args(volume_h5, out), "--distributed"]
@@ -93,8 +114,9 @@ def test_killed_run_resumes_to_identical_output(volume_h5, serial, tmp_path):
     while len(_chunk_files(out)) < 4 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
+    _kill_session(process.pid)  # ranks the launcher put in other process groups
     process.wait()
-    written = len(_chunk_files(out))
+    written = _settled_count(out)
     assert 4 <= written < 27, f"kill came too late or too early ({written} chunks)"
     assert open_n5_dataset(out, "exported_data").attributes.get("complete") is not True
 
