@@ -20,7 +20,6 @@ import h5py
 import imageio.v3 as iio
 import numpy as np
 import tifffile
-import zarr
 
 from hpc_ilastik.axes import (
     INTERNAL_AXES,
@@ -330,6 +329,7 @@ def _open_n5(path: str, inner: str) -> _Data:
 
 
 def _open_zarr(path: str, inner: str) -> _Data:
+    import zarr  # lazy here: importing zarr adds ~0.15 s to every run's start-up
     try:
         node = zarr.open(store=path, path=inner, mode="r")
     except (FileNotFoundError, KeyError, ValueError) as exc:
@@ -373,6 +373,7 @@ def _ngff_multiscales(attrs) -> list:
 
 def _ngff_scale_of(path: str, inner: str) -> tuple[dict, dict] | None:
     """The (multiscale, dataset) entries of an enclosing OME-Zarr group that describe array `inner`."""
+    import zarr  # lazy here: importing zarr adds ~0.15 s to every run's start-up
     parts = inner.split("/")
     for cut in range(len(parts) - 1, -1, -1):
         try:
@@ -400,6 +401,7 @@ def _ngff_scale_vector(multiscale: dict, dataset: dict, ndim: int) -> PerAxis | 
 
 
 def _zarr_arrays(path: str, inner: str = "") -> list[str]:
+    import zarr  # lazy here: importing zarr adds ~0.15 s to every run's start-up
     try:
         group = zarr.open_group(store=path, path=inner, mode="r")
     except (FileNotFoundError, KeyError, ValueError):
@@ -458,6 +460,7 @@ def _open_tiff(path: str) -> _Data:
         dtype = series.dtype
 
     def read(slices: tuple[slice, ...]) -> np.ndarray:
+        import zarr  # lazy here: importing zarr adds ~0.15 s to every run's start-up
         with tifffile.TiffFile(path) as tiff:
             return zarr.open_array(tiff.series[0].aszarr(level=0), mode="r")[slices]
 

@@ -28,12 +28,11 @@ import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 import tifffile
-import zarr
 from PIL import Image
 
 from hpc_ilastik import __version__
@@ -42,6 +41,9 @@ from hpc_ilastik.distributed import COMPLETE_KEY, check_resume, on_root, run_att
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.export import UNSUPPORTED_FORMATS, canonical_format, format_known_keys, pad_slice_index
 from hpc_ilastik.n5 import N5Dataset, create_n5_dataset, open_n5_dataset, read_n5_attributes
+
+if TYPE_CHECKING:
+    import zarr
 
 MEMORY_LIMIT = 1 << 30  # whole-image formats buffer up to this many bytes in memory, more in a memmap
 _ALL_DTYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64")
@@ -466,6 +468,7 @@ class _ZarrWriter(_ZarrArrayWriter):
         super().__init__(**common)
 
     def _group(self) -> zarr.Group:
+        import zarr  # lazy here: importing zarr adds ~0.15 s to every run's start-up
         return zarr.open_group(self.path, mode="a", zarr_format=3)
 
     def _existing_attributes(self) -> dict | None:
@@ -491,6 +494,7 @@ class _ZarrWriter(_ZarrArrayWriter):
             dimension_names=list(self._axes), attributes=self._metadata(self._axes), config={"write_empty_chunks": True})
 
     def _open(self) -> None:
+        import zarr  # lazy here: importing zarr adds ~0.15 s to every run's start-up
         self._array = zarr.open_array(self.path, path=self._internal, mode="r+")
 
     def _set_attributes(self, attributes: dict) -> None:
@@ -511,6 +515,7 @@ class _OmeZarrWriter(_ZarrArrayWriter):
     def _existing_attributes(self) -> dict | None:
         if not os.path.exists(self.path):
             return None
+        import zarr  # lazy here: importing zarr adds ~0.15 s to every run's start-up
         try:
             return dict(zarr.open_group(self.path, mode="r").attrs)
         except (OSError, ValueError, zarr.errors.BaseZarrError):
@@ -525,10 +530,12 @@ class _OmeZarrWriter(_ZarrArrayWriter):
         if resume:
             self._open()
             return
+        import zarr  # lazy here: importing zarr adds ~0.15 s to every run's start-up
         self._root_group = zarr.open_group(self.path, mode="w-", zarr_format=2)
         self._array = self._new_level("s0", _to_ome(self._shape, self._axes, 1))
 
     def _open(self) -> None:
+        import zarr  # lazy here: importing zarr adds ~0.15 s to every run's start-up
         self._root_group = zarr.open_group(self.path, mode="r+", zarr_format=2)
         self._array = self._root_group["s0"]
 
