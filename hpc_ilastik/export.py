@@ -194,7 +194,7 @@ def cutout_slices(start: Sequence[int | None], stop: Sequence[int | None], shape
     else:
         raise UserError(
             f"the cut-out has {len(start)} values per tuple, but this image needs {len(short)} (axes {short}) "
-            f"or {len(axes)} (axes {axes}); the image has {_describe(shape, axes)}.")
+            f"or {len(axes)} (axes {axes}); the image has {describe_shape(shape, axes)}.")
     bounds = dict(zip(given, zip(start, stop)))
     slices = []
     for axis, extent in zip(axes, shape):
@@ -204,9 +204,9 @@ def cutout_slices(start: Sequence[int | None], stop: Sequence[int | None], shape
                 raise UserError(f"cut-out value {value!r} on axis {axis} is not a non-negative integer or None.")
         first, last = first or 0, last or extent
         if last > extent:
-            raise UserError(f"the cut-out stops at {last} on axis {axis}, beyond the image ({_describe(shape, axes)}).")
+            raise UserError(f"the cut-out stops at {last} on axis {axis}, beyond the image ({describe_shape(shape, axes)}).")
         if first >= last:
-            raise UserError(f"the cut-out on axis {axis} is empty ({first}:{last}); the image is {_describe(shape, axes)}.")
+            raise UserError(f"the cut-out on axis {axis} is empty ({first}:{last}); the image is {describe_shape(shape, axes)}.")
         slices.append(slice(first, last))
     return tuple(slices)
 
@@ -330,7 +330,8 @@ def pad_slice_index(template: str, offset: int, n_slices: int) -> str:
     return template.replace("{slice_index}", "{slice_index:0%dd}" % digits)
 
 
-def _describe(shape: Sequence[int], axes: str) -> str:
+def describe_shape(shape: Sequence[int], axes: str) -> str:
+    """A shape with its axes, as error messages name it."""
     return f"shape {tuple(int(n) for n in shape)} in axes {axes}"
 
 

@@ -39,7 +39,8 @@ from hpc_ilastik import __version__
 from hpc_ilastik.axes import make_axistags
 from hpc_ilastik.distributed import COMPLETE_KEY, check_resume, on_root, run_attributes
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.export import UNSUPPORTED_FORMATS, canonical_format, format_known_keys, pad_slice_index
+from hpc_ilastik.export import (UNSUPPORTED_FORMATS, canonical_format, describe_shape, format_known_keys,
+                                pad_slice_index)
 from hpc_ilastik.n5 import N5Dataset, create_n5_dataset, open_n5_dataset, read_n5_attributes
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def check_format(fmt: str, dtype=None, shape: Sequence[int] | None = None, axes:
     if name.endswith("sequence"):
         step = _step_axis(shape, axes)
         if step is None:
-            raise UserError(f"format {name} needs an image to slice, but the export is {_describe(shape, axes)}.")
+            raise UserError(f"format {name} needs an image to slice, but the export is {describe_shape(shape, axes)}.")
         k = axes.index(step)
         shape, axes = tuple(shape[:k]) + tuple(shape[k + 1:]), axes.replace(step, "")
         words = words[:-1]
@@ -110,7 +111,7 @@ def check_format(fmt: str, dtype=None, shape: Sequence[int] | None = None, axes:
         need = f"exactly {low}" if low == high else f"{low} to {high}"
         page = "each file's image" if name.endswith("sequence") else "the export image"
         raise UserError(f"format {name} needs {need} non-singleton spatial/time axes in {page}, but the export is "
-                        f"{_describe(shape, axes)}; choose another --output_format (e.g. hdf5, or a sequence).")
+                        f"{describe_shape(shape, axes)}; choose another --output_format (e.g. hdf5, or a sequence).")
     if channels and n_channels not in channels:
         raise UserError(f"format {name} cannot hold {n_channels} channel(s) (it takes {' or '.join(map(str, channels))}); "
                         "choose another --output_format (tiff, hdf5 and n5 take any number).")
@@ -837,7 +838,3 @@ def _remove(path: str) -> None:
         os.remove(path)
     except FileNotFoundError:
         pass
-
-
-def _describe(shape: Sequence[int], axes: str) -> str:
-    return f"shape {tuple(shape)} in axes {axes}"
