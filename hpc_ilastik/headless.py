@@ -13,10 +13,9 @@ from hpc_ilastik import blocks as blk
 from hpc_ilastik import export
 from hpc_ilastik.distributed import get_comm, run_blocks, share_files
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.features import plan_features
 from hpc_ilastik.forest import ForestEnsemble
 from hpc_ilastik.inputs import Source, open_input, resolve_files
-from hpc_ilastik.pipeline import PixelStage, SourceRequest, compute_sources, halo, needed_stage
+from hpc_ilastik.pipeline import PixelStage, SourceRequest, compute_sources, halo, needed_stage, plan_stages
 from hpc_ilastik.progress import Progress
 from hpc_ilastik.project import Project, open_project
 from hpc_ilastik.workflows import export_sources, source_dtype_and_drange
@@ -94,21 +93,16 @@ def classifiers(project: Project, retrain: bool, tree_count: int | None) -> list
 
 def resolve_stages(project: Project, ensembles: list[ForestEnsemble], shape_tzyxc: tuple[int, ...]) -> list[PixelStage]:
     """The project's classifier stages planned for an image of this shape."""
-    stages: list[PixelStage] = []
-    n_channels = shape_tzyxc[4]
-    for index, (stage, ensemble) in enumerate(zip(project.stages, ensembles)):
-        plan = plan_features(stage.features, tuple(shape_tzyxc[1:4]), n_channels)
-        if ensemble.n_features != plan.n_channels_out:
+    stages = plan_stages([s.features for s in project.stages], project.class_counts(), ensembles, shape_tzyxc)
+    for index, stage in enumerate(stages):
+        if stage.ensemble.n_features != stage.plan.n_channels_out:
             trained = project.lanes[0].roles.get("Raw Data") if project.lanes else None
             raise UserError(
                 f"the input has {shape_tzyxc[4]} channel(s) and shape {_describe_tzyxc(shape_tzyxc)}, giving "
-                f"{plan.n_channels_out} feature channels for stage {index + 1}, but the project's classifier was "
-                f"trained on {ensemble.n_features}"
+                f"{stage.plan.n_channels_out} feature channels for stage {index + 1}, but the project's classifier "
+                f"was trained on {stage.ensemble.n_features}"
                 + (f" (training image {trained.nickname!r}, axes {trained.axes})" if trained else "")
                 + ": the input must have the training image's channels and spatial dimensions")
-        n_classes = max(len(stage.label_names), 1)
-        stages.append(PixelStage(plan=plan, ensemble=ensemble, n_classes=n_classes))
-        n_channels += n_classes
     return stages
 
 
@@ -143,7 +137,7 @@ def output_channels(request: SourceRequest, stages: list[PixelStage], raw_channe
     if kind == "Features":
         return stages[stage].plan.n_channels_out
     if kind == "Input":
-        return raw_channels + sum(s.n_classes for s in stages[:stage])
+        return raw_channels + (stages[stage - 1].n_classes if stage else 0)
     return 1
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpc_ilastik.export import simple_segmentation, uncertainty
-from hpc_ilastik.features import FeaturePlan, compute_features
+from hpc_ilastik.features import FeaturePlan, FeatureSelection, compute_features, plan_features
 from hpc_ilastik.filters import full_region, grow_region, region_slices, relative_region
 from hpc_ilastik.forest import ForestEnsemble
 
@@ -32,6 +32,18 @@ class SourceRequest:
 
     kind: str
     stage: int
+
+
+def plan_stages(selections: list[FeatureSelection], class_counts: list[int],
+                ensembles: list[ForestEnsemble | None], shape_tzyxc: tuple[int, ...]) -> list[PixelStage]:
+    """Stages planned for an image of this shape: stage k sees the raw channels plus the class channels
+    of stage k-1 (Autocontext)."""
+    stages: list[PixelStage] = []
+    n_channels = shape_tzyxc[4]
+    for selection, n_classes, ensemble in zip(selections, class_counts, ensembles):
+        stages.append(PixelStage(plan_features(selection, tuple(shape_tzyxc[1:4]), n_channels), ensemble, n_classes))
+        n_channels = shape_tzyxc[4] + n_classes
+    return stages
 
 
 def halo(stages: list[PixelStage], last_stage: int) -> tuple[int, int, int]:

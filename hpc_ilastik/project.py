@@ -116,6 +116,10 @@ class Project:
     lanes: list[Lane]
     export_settings: ExportSettings
 
+    def class_counts(self) -> list[int]:
+        """Each stage's number of probability channels: its label names (at least one)."""
+        return [max(len(stage.label_names), 1) for stage in self.stages]
+
 
 def open_project(path: str) -> Project:
     """Read an ilastik project; a missing, foreign, damaged or unsupported file raises UserError."""

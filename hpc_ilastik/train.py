@@ -36,7 +36,7 @@ from hpc_ilastik.features import (
 from hpc_ilastik.forest import ForestEnsemble, from_sklearn
 from hpc_ilastik.ilp_writer import LabelBlock, write_pixel_classification_project
 from hpc_ilastik.inputs import Source, open_input
-from hpc_ilastik.pipeline import PixelStage, SourceRequest, compute_source, halo
+from hpc_ilastik.pipeline import PixelStage, SourceRequest, compute_source, halo, plan_stages
 from hpc_ilastik.project import Project
 
 log = logging.getLogger(__name__)
@@ -345,21 +345,15 @@ def retrain_stage(project: Project, stage_index: int, tree_count: int = DEFAULT_
 def _planned_stages(project: Project, stage_index: int, shape_tzyxc: tuple[int, ...],
                     earlier: Sequence[ForestEnsemble] | None) -> list[PixelStage]:
     """Stages 0..stage_index planned for an image; earlier stages need a classifier, the target none."""
-    stages: list[PixelStage] = []
-    n_channels = shape_tzyxc[4]
-    for index in range(stage_index + 1):
-        stage = project.stages[index]
-        plan = plan_features(stage.features, shape_tzyxc[1:4], n_channels)
-        ensemble = None
-        if index < stage_index:
-            ensemble = earlier[index] if earlier is not None else stage.classifier
-            if ensemble is None:
-                raise UserError(f"Stage {stage_index + 1} trains on stage {index + 1}'s predictions, "
-                                f"but stage {index + 1} has no classifier.")
-        n_classes = max(len(stage.label_names), 1)
-        stages.append(PixelStage(plan=plan, ensemble=ensemble, n_classes=n_classes))
-        n_channels += n_classes
-    return stages
+    ensembles: list[ForestEnsemble | None] = []
+    for index in range(stage_index):
+        ensemble = earlier[index] if earlier is not None else project.stages[index].classifier
+        if ensemble is None:
+            raise UserError(f"Stage {stage_index + 1} trains on stage {index + 1}'s predictions, "
+                            f"but stage {index + 1} has no classifier.")
+        ensembles.append(ensemble)
+    selections = [s.features for s in project.stages[:stage_index + 1]]
+    return plan_stages(selections, project.class_counts(), ensembles + [None], shape_tzyxc)
 
 
 def _training_image(project: Project, lane_index: int) -> Source:
