@@ -205,7 +205,7 @@ def headless(project: str, raw_spec: str, axes: str, output: Path, ranks: int | 
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
     per_rank = [json.loads(Path(f"{report}.{r}").read_text()) for r in range(ranks or 1)]
-    return {"wall_s": wall, "cpu_s": after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, "ranks": per_rank, "peak_mib": max(r["maxrss_kib"] for r in per_rank) / 1024}
+    return {"wall_s": wall, "cpu_s": after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, "ranks": per_rank, "peak_mib": max(r["peak_kib"] for r in per_rank) / 1024}
 
 
 def read_probabilities(output: Path, n_classes: int) -> np.ndarray:
@@ -250,11 +250,12 @@ def run_workload(work: Workload, folder: Path, with_w3: bool, vigra_python: str 
     project = write_project(work, folder, raw_spec, labels_spec, axes, ensemble, full_plan.names)
 
     n_part = math.prod(part.shape[:3])
-    X = np.ascontiguousarray(ours.reshape(n_part, -1))
-    del ours
+    features = ours.reshape(n_part, -1)  # our engine reads the channels-first stack as the pipeline gives it
+    X = np.ascontiguousarray(features)  # scikit-learn and vigra get the row-major matrix they work on
     n_classes = len(ensemble.known_labels)
-    ensemble.predict_proba(X[:100], n_classes)
-    ours_probs, t_forest = timed(ensemble.predict_proba, X, n_classes)
+    ensemble.predict_proba(features[:100], n_classes)
+    ours_probs, t_forest = timed(ensemble.predict_proba, features, n_classes)
+    del ours, features
     sk_probs, t_sklearn = timed(model.predict_proba, X)
     forest_check = probability_agreement(ours_probs, sk_probs)
     vigra = run_vigra(vigra_python, project, len(ensemble.forests), X, ours_probs, folder) if vigra_python else None
@@ -332,7 +333,7 @@ def run_w3(work: Workload, folder: Path, raw: np.ndarray, project: str, raw_spec
         "seconds": {"n1": one["wall_s"], "n2": two["wall_s"], "half_volume_n1": half["wall_s"]},
         "efficiency": one["wall_s"] / (2 * two["wall_s"]),
         "block": work.distributed_block,
-        "peak_mib": {"n1": one["peak_mib"], "n2_per_rank": [r["maxrss_kib"] / 1024 for r in two["ranks"]],
+        "peak_mib": {"n1": one["peak_mib"], "n2_per_rank": [r["peak_kib"] / 1024 for r in two["ranks"]],
                      "half_volume_n1": half["peak_mib"]},
         "memory_growth_for_double_volume": one["peak_mib"] / half["peak_mib"],
         "checks": {"same_output_as_single_process": all(same)},

@@ -76,8 +76,8 @@ class Block:
 
     @property
     def voxels(self) -> int:
-        """Number of array elements in the block (all channels included)."""
-        return math.prod(self.shape)
+        """Number of voxels (t·z·y·x) in the block; channels are not counted (progress rates are per voxel)."""
+        return math.prod(self.shape[:4])
 
     def __str__(self) -> str:
         extents = ", ".join(f"{axis} {s.start}:{s.stop}" for axis, s in zip(AXES, self.slices))

@@ -3,8 +3,8 @@
 Every array here is 3-D `zyx` float32; a filter runs along the axes it is given (a 2-D image is
 `z == 1` filtered along (1, 2); "per-slice 2-D" is the same call on a thicker stack). The border is
 a mirror without repeating the edge sample (in[-1] = in[1], scipy's mode "mirror"). Kernel taps are
-computed in double and stored as float32; each 1-D pass sums in double and rounds its result to
-float32, so every intermediate image is float32 as in fastfilters.
+computed in double and stored as float32; each 1-D pass is fastfilters' arithmetic: float32 throughout,
+the centre tap times the sample, then one fused multiply-add per tap pair (x[+k] ± x[-k]), k = 1..r.
 """
 
 import math
@@ -46,7 +46,6 @@ def _convolve_rows(src, half, antisym, out, lo):
     inside1 = max(min(n - lo + r, w + 2 * r), inside0)
     mirrored = inside0 > 0 or inside1 < w + 2 * r
     buf = np.empty(w + 2 * r, np.float32)
-    acc = np.empty(w, np.float64)
     for row in range(m):
         s = src[row]
         if mirrored:
@@ -55,91 +54,77 @@ def _convolve_rows(src, half, antisym, out, lo):
             buf[inside0:inside1] = s[lo - r + inside0:lo - r + inside1]
             for p in range(inside1, w + 2 * r):
                 buf[p] = s[idx[p]]
-            _accumulate(buf, r, w, half, antisym, acc, out[row])
+            _accumulate(buf, r, w, half, antisym, out[row])
         else:
-            _accumulate(s[lo - r:lo + w + r], r, w, half, antisym, acc, out[row])
+            _accumulate(s[lo - r:lo + w + r], r, w, half, antisym, out[row])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _accumulate(buf, r, n, half, antisym, acc, out):
-    """out[i] = sum_k half[k]·(buf[r+i-k] ± buf[r+i+k]) for a mirrored line buf of length n + 2r, summed in
-    double (in the scratch line acc) and rounded to float32 once."""
+def _accumulate(buf, r, n, half, antisym, out):
+    """out[i] = sum_k half[k]·(buf[r+i-k] ± buf[r+i+k]) for a mirrored line buf of length n + 2r."""
     # the radii of the features' kernels and of the default scales' presmoothing go in as constants,
     # so that LLVM unrolls the loop over the taps (a third faster)
     if r == 1:
-        _accumulate_taps(buf, 1, n, half, antisym, acc, out)
+        _accumulate_taps(buf, 1, n, half, antisym, out)
     elif r == 2:
-        _accumulate_taps(buf, 2, n, half, antisym, acc, out)
+        _accumulate_taps(buf, 2, n, half, antisym, out)
     elif r == 3:
-        _accumulate_taps(buf, 3, n, half, antisym, acc, out)
+        _accumulate_taps(buf, 3, n, half, antisym, out)
     elif r == 4:
-        _accumulate_taps(buf, 4, n, half, antisym, acc, out)
+        _accumulate_taps(buf, 4, n, half, antisym, out)
     elif r == 12:
-        _accumulate_taps(buf, 12, n, half, antisym, acc, out)
+        _accumulate_taps(buf, 12, n, half, antisym, out)
     elif r == 17:
-        _accumulate_taps(buf, 17, n, half, antisym, acc, out)
+        _accumulate_taps(buf, 17, n, half, antisym, out)
     else:
-        _accumulate_taps(buf, r, n, half, antisym, acc, out)
+        _accumulate_taps(buf, r, n, half, antisym, out)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _accumulate_taps(buf, r, n, half, antisym, acc, out):
-    h0 = np.float64(half[0])
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _accumulate_taps(buf, r, n, half, antisym, out):
+    """fastfilters' arithmetic: out = h0·x, then out += hk·(x[+k] ± x[-k]) for k = 1..r, float32 with FMA."""
+    h0 = half[0]
     for i in range(n):
-        acc[i] = h0 * np.float64(buf[i + r])
-    for k in range(1, r):
-        hk = np.float64(half[k])
+        out[i] = h0 * buf[i + r]
+    for k in range(1, r + 1):
+        hk = half[k]
         lo = buf[r - k:r - k + n]
         hi = buf[r + k:r + k + n]
         if antisym:
             for i in range(n):
-                acc[i] += hk * (np.float64(lo[i]) - np.float64(hi[i]))
+                out[i] += hk * (lo[i] - hi[i])
         else:
             for i in range(n):
-                acc[i] += hk * (np.float64(lo[i]) + np.float64(hi[i]))
-    if r == 0:
-        for i in range(n):
-            out[i] = acc[i]
-        return
-    hr = np.float64(half[r])  # the last tap writes the float32 result
-    if antisym:
-        for i in range(n):
-            out[i] = acc[i] + hr * (np.float64(buf[i]) - np.float64(buf[2 * r + i]))
-    else:
-        for i in range(n):
-            out[i] = acc[i] + hr * (np.float64(buf[i]) + np.float64(buf[2 * r + i]))
+                out[i] += hk * (lo[i] + hi[i])
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def _convolve_lines(src, half, antisym, out, lo):
     """Convolve (outer, n, inner) arrays along axis 1 into out (outer, w, inner), output position i being
-    line position lo + i; a contiguous chunk of `inner` at a time."""
+    line position lo + i; a contiguous chunk of `inner` at a time, with _accumulate_taps' arithmetic."""
     outer, n, inner = src.shape
     w = out.shape[1]
     r = half.shape[0] - 1
     idx = _mirror_map(n, lo - r, w + 2 * r)
-    acc = np.empty(_CHUNK, np.float64)
-    h0 = np.float64(half[0])
+    h0 = half[0]
     for b in range(outer):
         for c0 in range(0, inner, _CHUNK):
             c = min(_CHUNK, inner - c0)
             for i in range(w):
                 s = src[b, idx[i + r], c0:c0 + c]
+                o = out[b, i, c0:c0 + c]
                 for t in range(c):
-                    acc[t] = h0 * s[t]
+                    o[t] = h0 * s[t]
                 for k in range(1, r + 1):
-                    hk = np.float64(half[k])
+                    hk = half[k]
                     a = src[b, idx[i + r - k], c0:c0 + c]
                     z = src[b, idx[i + r + k], c0:c0 + c]
                     if antisym:
                         for t in range(c):
-                            acc[t] += hk * (np.float64(a[t]) - np.float64(z[t]))
+                            o[t] += hk * (a[t] - z[t])
                     else:
                         for t in range(c):
-                            acc[t] += hk * (np.float64(a[t]) + np.float64(z[t]))
-                o = out[b, i, c0:c0 + c]
-                for t in range(c):
-                    o[t] = acc[t]
+                            o[t] += hk * (a[t] + z[t])
 
 
 def full_region(shape: Sequence[int]) -> Region:

@@ -11,6 +11,7 @@ several forests are reproduced bit for bit.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -309,33 +310,38 @@ def from_sklearn(model, predict_weighted: bool = False) -> VigraForest:
 
 
 @njit(cache=True, nogil=True)
-def _walk(flat, m, feature, threshold, children, root, depth, n_splits, node, leaf):
-    """leaf[r] for rows 0..m-1 of the channels-first batch `flat`: _LANES rows walk the tree in lock step for
-    exactly its depth (leaves loop to themselves), a branch-free loop whose independent walks the CPU overlaps."""
+def _walk(flat, row_stride, start, m, feature, threshold, children, root, depth, n_splits, node, leaf):
+    """leaf[r] for rows start..start+m-1 of the channels-first features `flat` (feature f of row i at
+    f·row_stride + i): _LANES rows walk the tree in lock step for exactly its depth (leaves loop to
+    themselves), a branch-free loop whose independent walks the CPU overlaps."""
+    last = np.uint64(start + m - 1)
     for r0 in range(0, m, _LANES):
         for j in range(_LANES):
             node[j] = root
         for _ in range(depth):
-            for j in range(_LANES):  # lanes beyond m walk stale rows; their leaves go unused
+            for j in range(_LANES):  # lanes beyond m walk the last row again; their leaves go unused
                 a = node[j]
-                x = flat[np.uint64(feature[a]) * np.uint64(_BATCH_ROWS) + np.uint64(r0 + j)]
+                x = flat[np.uint64(feature[a]) * np.uint64(row_stride) + min(np.uint64(start + r0 + j), last)]
                 node[j] = children[np.uint64(2 * a) + np.uint64(x >= threshold[a])]
         for j in range(min(_LANES, m - r0)):
             leaf[r0 + j] = np.int64(node[j]) - n_splits
 
 
 @njit(cache=True, nogil=True)
-def _reachable(batch, m, feature, threshold, bits, first, stop, reachable):
-    """QuickScorer for rows 0..m-1 of a tree of at most 64 leaves numbered left to right: every split whose
-    test sends a row right removes its left subtree's leaves from the row's reachable set, and the exit
-    leaf is the lowest bit left. Each split is one vectorised pass over a feature's row."""
-    reachable[:m] = _ALL_LEAVES
+def _reachable(Xt, start, m, feature, threshold, bits, first, stop, reachable):
+    """QuickScorer for rows start..start+m-1 of a tree of at most 64 leaves numbered left to right: every
+    split whose test sends a row right removes its left subtree's leaves from the row's reachable set, and
+    the exit leaf is the lowest bit left. Each split is one vectorised pass over a feature's row; the sets
+    are `reachable`'s unsigned type (uint32 for trees of at most 32 leaves: twice the rows per vector)."""
+    word = reachable.dtype.type
+    everything = word(~word(0))
+    reachable[:m] = everything
     for s in range(first, stop):
-        row = batch[feature[s]]
+        row = Xt[feature[s], start:start + m]
         th = threshold[s]
-        mask = bits[s]
+        mask = word(bits[s])
         for r in range(m):
-            reachable[r] &= mask if row[r] >= th else _ALL_LEAVES
+            reachable[r] &= mask if row[r] >= th else everything
 
 
 @njit(cache=True, nogil=True)
@@ -347,40 +353,49 @@ def _lowest_leaves(reachable, m, leaves, leaf):
 
 
 @njit(cache=True, nogil=True)
-def _add_leaves(leaf, m, leaf_values, acc, weight):
-    """vigra's accumulation of one tree: acc[c, r] += float32(value), weight[r] += value, class by class."""
+def _add_leaves(leaf, m, leaf_values, acc, weight, track_weight):
+    """vigra's accumulation of one tree: acc[c, r] += float32(value), weight[r] += value (if `track_weight`),
+    class by class."""
     for r in range(m):
         for c in range(leaf_values.shape[1]):
             v = leaf_values[leaf[r], c]
             acc[c, r] += np.float32(v)
-            weight[r] += v
+            if track_weight:
+                weight[r] += v
 
 
 @njit(cache=True, nogil=True)
-def _add_exit_leaves(reachable, m, leaves, leaf_values, acc, weight):
+def _add_exit_leaves(reachable, m, leaves, leaf_values, acc, weight, track_weight):
     """_lowest_leaves + _add_leaves for a tree of few leaves, vectorised: each leaf adds its values where it
-    is the exit leaf and zeros elsewhere (x + 0 == x, so the sums are the same, bit for bit)."""
+    is the exit leaf and zeros elsewhere (x + 0 == x, so the sums are the same, bit for bit); the weights
+    only if `track_weight`."""
+    word = reachable.dtype.type
+    one = word(1)
     for k in range(leaves.shape[0]):
-        below = np.uint64((1 << (k + 1)) - 1)
-        exit_bit = np.uint64(1 << k)
+        below = word((one << word(k + 1)) - one)
+        exit_bit = word(one << word(k))
         for c in range(leaf_values.shape[1]):
             v = leaf_values[leaves[k], c]
             v32 = np.float32(v)
             row_acc = acc[c]
-            for r in range(m):
-                hit = (reachable[r] & below) == exit_bit
-                row_acc[r] += v32 if hit else np.float32(0)
-                weight[r] += v if hit else 0.0
+            if track_weight:
+                for r in range(m):
+                    hit = (reachable[r] & below) == exit_bit
+                    row_acc[r] += v32 if hit else np.float32(0)
+                    weight[r] += v if hit else 0.0
+            else:
+                for r in range(m):
+                    row_acc[r] += v32 if (reachable[r] & below) == exit_bit else np.float32(0)
 
 
 @njit(cache=True, nogil=True)
 def _predict_kernel(Xt, feature, threshold, children, roots, depths, walked, m_feature, m_threshold, m_bits, m_start,
-                    m_leaves, m_leaf_start, leaf_values, forest_trees, combine, out):
-    """Forest probabilities into `out` (zeros, float32 (n, C)) for the features Xt (F, n), any layout:
+                    m_leaves, m_leaf_start, leaf_values, forest_trees, norms, combine, out):
+    """Forest probabilities into `out` (zeros, float32 (n, C)) for the C-contiguous features Xt (F, n):
     vigra's per forest, then ilastik's tree-count weighted mean of the forests if `combine` (else `out`
-    is the single forest's own result). Rows are copied _BATCH_ROWS at a time into a cache-sized
-    channels-first buffer; each tree finds its exit leaves by walking (`walked`, more than 64 leaves)
-    or by masks, and adds their values."""
+    is the single forest's own result). Rows go _BATCH_ROWS at a time through every tree (their features
+    stay in L2); each tree finds its exit leaves by walking (`walked`, more than 64 leaves) or by masks, and
+    adds their values. A forest whose `norms` entry is not NaN divides every row by it (see _constant_norm)."""
     n_features, n = Xt.shape
     n_classes = leaf_values.shape[1]
     n_splits = feature.shape[0] - leaf_values.shape[0]
@@ -389,39 +404,40 @@ def _predict_kernel(Xt, feature, threshold, children, roots, depths, walked, m_f
     acc = np.empty((n_classes, _BATCH_ROWS), dtype=np.float32)
     weight = np.empty(_BATCH_ROWS, dtype=np.float64)
     has_nan = np.empty(_BATCH_ROWS, dtype=np.uint8)
-    batch = np.zeros((n_features, _BATCH_ROWS), dtype=np.float32)
-    flat = batch.ravel()
+    flat = Xt.ravel()
     node = np.empty(_LANES, dtype=np.uint32)
     leaf = np.empty(_BATCH_ROWS, dtype=np.int64)
     reachable = np.empty(_BATCH_ROWS, dtype=np.uint64)
+    few = np.empty(_BATCH_ROWS, dtype=np.uint32)  # the reachable sets of trees with few leaves
     for start in range(0, n, _BATCH_ROWS):
         m = min(_BATCH_ROWS, n - start)
         has_nan[:m] = 0
-        for f in range(n_features):
-            row = batch[f]
+        for f in range(n_features):  # also brings the rows' features into the cache for the trees
+            row = Xt[f, start:start + m]
             for r in range(m):
-                x = Xt[f, start + r]
-                row[r] = x
-                has_nan[r] |= np.isnan(x)
+                has_nan[r] |= row[r] != row[r]
         for f in range(n_forests):
             acc[:, :m] = 0
             weight[:m] = 0
+            track_weight = np.isnan(norms[f])
             for t in range(forest_trees[f], forest_trees[f + 1]):
                 leaves = m_leaves[m_leaf_start[t]:m_leaf_start[t + 1]]
                 if walked[t]:
-                    _walk(flat, m, feature, threshold, children, np.uint32(roots[t]), depths[t], n_splits, node, leaf)
-                    _add_leaves(leaf, m, leaf_values, acc, weight)
+                    _walk(flat, n, start, m, feature, threshold, children, np.uint32(roots[t]), depths[t], n_splits,
+                          node, leaf)
+                    _add_leaves(leaf, m, leaf_values, acc, weight, track_weight)
                     continue
-                _reachable(batch, m, m_feature, m_threshold, m_bits, m_start[t], m_start[t + 1], reachable)
                 if leaves.shape[0] <= _FEW_LEAVES:
-                    _add_exit_leaves(reachable, m, leaves, leaf_values, acc, weight)
+                    _reachable(Xt, start, m, m_feature, m_threshold, m_bits, m_start[t], m_start[t + 1], few)
+                    _add_exit_leaves(few, m, leaves, leaf_values, acc, weight, track_weight)
                 else:
+                    _reachable(Xt, start, m, m_feature, m_threshold, m_bits, m_start[t], m_start[t + 1], reachable)
                     _lowest_leaves(reachable, m, leaves, leaf)
-                    _add_leaves(leaf, m, leaf_values, acc, weight)
+                    _add_leaves(leaf, m, leaf_values, acc, weight, track_weight)
             trees_f = np.float32(forest_trees[f + 1] - forest_trees[f])
             for r in range(m):
                 if not has_nan[r]:
-                    norm = np.float32(weight[r])
+                    norm = np.float32(weight[r]) if track_weight else norms[f]
                     for c in range(n_classes):
                         if combine:
                             out[start + r, c] += (acc[c, r] / norm) * trees_f
@@ -431,6 +447,25 @@ def _predict_kernel(Xt, feature, threshold, children, roots, depths, walked, m_f
             for r in range(m):
                 for c in range(n_classes):
                     out[start + r, c] /= total_trees
+
+
+def _constant_norm(values: np.ndarray, leaf_start: np.ndarray) -> float:
+    """float32(total weight) of a row when it provably does not depend on the row, else NaN.
+
+    vigra sums every leaf value a row meets in double (tree by tree, class by class) and divides by that
+    sum rounded to float32. When each tree's leaves sum to nearly the same total (unweighted forests: 1),
+    the exact sum lies in [Σ min, Σ max] over the trees, the double sum within n·2⁻⁵³·Σ|v| of it (plus
+    margin); if both ends round to the same float32, so does every row's sum, and the kernel skips it."""
+    n_trees = len(leaf_start) - 1
+    if n_trees < 1 or not np.isfinite(values).all():
+        return math.nan
+    starts = leaf_start[:-1]
+    sums = values.sum(axis=1)
+    abs_total = float(np.maximum.reduceat(np.abs(values).sum(axis=1), starts).sum())
+    slack = 4.0 * (n_trees * values.shape[1] + values.shape[1] + 4) * 2.0 ** -53 * abs_total
+    lo = math.fsum(np.minimum.reduceat(sums, starts)) - slack
+    hi = math.fsum(np.maximum.reduceat(sums, starts)) + slack
+    return float(np.float32(lo)) if np.float32(lo) == np.float32(hi) else math.nan
 
 
 def _float32_threshold(threshold: np.ndarray) -> np.ndarray:
@@ -558,18 +593,17 @@ class ForestEnsemble:
             *_mask_arrays(self.forests),
             np.ascontiguousarray(np.concatenate(values), dtype=np.float64),
             np.cumsum([0] + [f.n_trees for f in self.forests]).astype(np.int64),
+            np.array([_constant_norm(v, f.leaf_start) for v, f in zip(values, self.forests)], dtype=np.float32),
         )
 
     def _columns(self, X: np.ndarray, combine: bool) -> np.ndarray:
-        """(n, F) features → (n, n_columns) float32 from the kernel. X may be row-major or, as
-        `compute_features` gives it, a view of channels-first data (read in place)."""
+        """(n, F) features → (n, n_columns) float32 from the kernel. X is best, as `compute_features` gives
+        it, a view of channels-first data (read in place); other layouts are copied channels-first."""
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise UserError(f"The classifier expects {self.n_features} feature channels per pixel, got {X.shape[-1]}.")
-        if not (X.flags.c_contiguous or X.flags.f_contiguous):
-            X = np.ascontiguousarray(X)
         probs = np.zeros((X.shape[0], len(self.forests[0].labels)), dtype=np.float32)
-        _predict_kernel(X.T, *self._packed, combine, probs)
+        _predict_kernel(np.ascontiguousarray(X.T), *self._packed, combine, probs)
         return probs
 
     def predict_proba(self, X: np.ndarray, n_label_channels: int) -> np.ndarray:

@@ -52,7 +52,8 @@ def test_plan_blocks_covers_the_image_once_with_uneven_edge_blocks():
     last = blocks[-1]
     assert last.index == (1, 2, 2, 2, 0)
     assert last.slices == (slice(1, 2), slice(16, 23), slice(16, 17), slice(8, 11), slice(0, 3))
-    assert last.shape == (1, 7, 1, 3, 3) and last.voxels == 63
+    assert last.shape == (1, 7, 1, 3, 3) and last.voxels == 21
+    assert sum(b.voxels for b in blocks) == 2 * 23 * 17 * 11  # what the progress line's total counts
     assert all(b.out_slices == b.slices for b in blocks)
     for b in blocks:  # the grid index is the chunk position: start = index * block shape
         assert all(s.start == i * n for s, i, n in zip(b.slices, b.index, block))
