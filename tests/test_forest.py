@@ -11,6 +11,7 @@ from sklearn.tree import DecisionTreeClassifier
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.forest import (
     LEAF_NODE,
+    _constant_norm,
     ForestEnsemble,
     from_sklearn,
     read_classifier,
@@ -142,6 +143,57 @@ def test_sklearn_random_forest_converts_and_averages_its_trees():
     np.testing.assert_allclose(full[:, [1, 3]], rf.predict_proba(probes), rtol=0, atol=1e-6)
     weighted = from_sklearn(rf, predict_weighted=True)
     assert np.abs(weighted.predict_proba(probes) - forest.predict_proba(probes)).max() > 0
+
+
+def _vigra_by_hand(forest, X: np.ndarray) -> np.ndarray:
+    """vigra's predictProbabilities written out row by row: walk each tree, add float32(value) per class
+    and the value to a double total, divide by the total rounded to float32; NaN rows give zeros."""
+    out = np.zeros((len(X), len(forest.labels)), dtype=np.float32)
+    roots = forest.roots()
+    for i, row in enumerate(X):
+        if np.isnan(row).any():
+            continue
+        total = 0.0
+        for root in roots:
+            node = int(root)
+            while node >= 0:
+                node = int(forest.children[node, int(row[forest.feature[node]] >= forest.threshold[node])])
+            leaf = -1 - node
+            for c, p in enumerate(forest.leaf_probs[leaf]):
+                value = float(p) * (float(forest.leaf_weights[leaf]) if forest.predict_weighted else 1.0)
+                out[i, c] += np.float32(value)
+                total += value
+        out[i] /= np.float32(total)
+    return out
+
+
+@pytest.mark.parametrize("max_leaf_nodes", [6, 40, None])  # the kernel's three paths: <= 8, <= 64, more leaves
+@pytest.mark.parametrize("weighted", [False, True])
+def test_kernel_paths_equal_vigras_algorithm_bit_for_bit(max_leaf_nodes, weighted):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(3000, 6)).astype(np.float32)
+    y = np.where(X[:, 0] + rng.normal(scale=1.5, size=len(X)) > 0, 1, 2)  # noisy: unlimited trees grow big
+    rf = RandomForestClassifier(n_estimators=7, max_leaf_nodes=max_leaf_nodes, random_state=0).fit(X, y)
+    forest = from_sklearn(rf, predict_weighted=weighted)
+    leaves = np.diff(forest.leaf_start)
+    assert leaves.max() <= 8 if max_leaf_nodes == 6 else (8 < leaves.min() and leaves.max() <= 64
+                                                           if max_leaf_nodes else leaves.min() > 64)
+    probes = np.concatenate([_threshold_probes(rf.estimators_, X[:300]), X[:5] * np.nan])
+    np.testing.assert_array_equal(forest.predict_proba(probes), _vigra_by_hand(forest, probes))
+
+
+def test_constant_normaliser_only_where_every_row_rounds_to_it(reference):
+    forest = _forests(reference["case2"])[0]
+    assert _constant_norm(forest.leaf_probs, forest.leaf_start) == forest.n_trees
+    weighted = read_vigra_forest(reference["case0"]["Weighted0000"])
+    assert np.isnan(_constant_norm(weighted.leaf_probs * weighted.leaf_weights[:, None], weighted.leaf_start))
+    # leaves summing to 1 and to 1 + 2^-21: 100 trees' totals straddle float32's rounding boundary at 100
+    leaf_start = np.arange(0, 201, 2)
+    values = np.tile([[0.5, 0.5], [0.5, 0.5 + 2.0 ** -21]], (100, 1))
+    assert np.float32(100.0) != np.float32(100 + 100 * 2.0 ** -21)
+    assert np.isnan(_constant_norm(values, leaf_start))
+    assert _constant_norm(values[::2].repeat(2, axis=0), leaf_start) == 100.0
+    assert np.isnan(_constant_norm(np.full((4, 2), np.nan), np.array([0, 2, 4])))
 
 
 def test_sklearn_labels_must_be_label_values():
