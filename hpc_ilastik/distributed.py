@@ -113,7 +113,7 @@ class RunStats:
     def summary(self, unit: str = "blocks") -> str:
         busy = "/".join(f"{r.busy_s:.1f}" for r in self.ranks)
         return (f"{self.computed} {unit} computed, {self.skipped} already done, on {len(self.ranks)} rank(s) in "
-                f"{self.wall_s:.1f} s; busy per rank {busy} s; idle {100 * self.idle_fraction:.1f}%")
+                f"{self.wall_s:.2f} s; busy per rank {busy} s; idle {100 * self.idle_fraction:.1f}%")
 
 
 def run_blocks(blocks: Sequence[Block] | None, process_block: Callable[[Block], None], comm: Any | None = None, *,
@@ -178,7 +178,9 @@ def _process(job: _Job, item: Any) -> tuple[bool, float]:
 def _run_dynamic(items: Sequence[Any] | None, job: _Job, comm: Any | None, progress: Progress | None,
                  threads: int = 1) -> RunStats:
     if comm is None or comm.Get_size() == 1:
-        return _run_serial(items or (), job, progress, threads)
+        stats = _run_serial(items or (), job, progress, threads)
+        log.info("%s", stats.summary(job.unit))
+        return stats
     from mpi4py import MPI
 
     comm = comm.Dup()  # our tags never meet the caller's messages
