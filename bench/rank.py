@@ -34,9 +34,9 @@ def peak_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def main() -> int:
+def main() -> None:
     report, argv = sys.argv[1], sys.argv[2:]
-    from hpc_ilastik.cli import main as cli_main
+    from hpc_ilastik.cli import finish, main as cli_main
 
     start = time.perf_counter()
     code = cli_main(argv)
@@ -44,8 +44,8 @@ def main() -> int:
     with open(f"{report}.{_rank()}", "w") as f:
         json.dump({"rank": _rank(), "seconds": seconds, "peak_kib": peak_kib(),
                    "exit_code": code}, f)
-    return code
+    finish(code)  # ends the process as the `hpc-ilastik` console script does
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

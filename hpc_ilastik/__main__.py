@@ -1,3 +1,3 @@
-from hpc_ilastik.cli import main
+from hpc_ilastik.cli import run
 
-raise SystemExit(main())
+run()

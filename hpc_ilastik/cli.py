@@ -7,7 +7,7 @@ import ctypes
 import logging
 import os
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from hpc_ilastik import __version__
 from hpc_ilastik.distributed import PeerError
@@ -268,8 +268,34 @@ def keep_freed_memory() -> None:
     mallopt(m_trim_threshold, 2**31 - 1)
 
 
+def run() -> NoReturn:
+    """The `hpc-ilastik` console script: `main`, then `finish`."""
+    finish(main())
+
+
+def finish(code: int) -> NoReturn:
+    """End the process with `code`. A failed run exits the ordinary way. After a successful one the
+    interpreter's own shutdown is skipped: it spends about 0.3 s per process (per MPI rank) tearing down
+    numba's compiled kernels. Logs and streams are flushed, HDF5 files still open for writing flushed, MPI
+    finalized, then the process ends with os._exit."""
+    if code != 0:
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    h5py = sys.modules.get("h5py")
+    if h5py is not None:
+        for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+            if file_id.get_intent() & h5py.h5f.ACC_RDWR:
+                h5py.h5f.flush(file_id)
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        mpi.Finalize()
+    os._exit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `hpc-ilastik` console script."""
+    """Run the `hpc-ilastik` command line; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     keep_freed_memory()
     debug = "--debug" in argv or os.environ.get("HPC_ILASTIK_DEBUG") == "1"

@@ -5,6 +5,8 @@ inputs and retraining, on ilastik's own test projects (`api/PixelClass.ilp`, `ap
 import json
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -80,6 +82,22 @@ def test_probabilities_match_ilastiks_reference(data):
     np.testing.assert_allclose(probs.sum(axis=-1), 1, atol=1e-5)
     difference = np.abs(probs - np.load(API / "res-Data_1channel_pc1xyc.npy"))
     assert (difference >= 0.015).mean() < 0.001 and difference.max() < 0.15  # ilastik's own tolerance
+
+
+def test_console_script_ends_with_complete_outputs_and_log(data, tmp_path):
+    """`python -m hpc_ilastik` ends a successful run with os._exit (cli.finish): the HDF5 output and the
+    log file must still be complete; a failed run keeps its exit code."""
+    log = tmp_path / "run.log"
+    done = subprocess.run([sys.executable, "-m", "hpc_ilastik", "--headless", f"--project={PROJECT}",
+                           "--output_format=hdf5", f"--output_filename_format={tmp_path}/out", f"--logfile={log}",
+                           str(data["png"])], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    values, attrs = read_h5(tmp_path / "out.h5")
+    np.testing.assert_array_equal(values, data["probs"])
+    assert "Probabilities written to" in log.read_text()
+    failed = subprocess.run([sys.executable, "-m", "hpc_ilastik", "--headless", f"--project={PROJECT}",
+                             str(tmp_path / "missing.png")], capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 2 and "missing.png" in failed.stderr
 
 
 def _feature_channels(project: Path) -> int:
