@@ -82,6 +82,7 @@ class Workload:
     strokes_per_class: int
     compare_edge: int  # the engines are compared on a centred part of at most this edge
     distributed_block: int | None = None  # W3: block edge for --distributed_block_roi
+    w3_repeats: int = 1  # W3: -n 1 and -n 2 alternate this often; each keeps its fastest run (load only slows runs)
 
 
 def workloads(quick: bool) -> dict[str, Workload]:
@@ -93,7 +94,8 @@ def workloads(quick: bool) -> dict[str, Workload]:
     side3, side2 = (72, 512) if quick else (256, 4096)  # the half volume (W3) keeps z >= 36 for σ=10
     return {
         "W1": Workload("W1", f"3D uint8 {side3}³, 1 channel, all features σ 0.7-10", (side3,) * 3, 1, every_feature,
-                       30, compare_edge=128, distributed_block=side3 // 3 if quick else 96),
+                       30, compare_edge=128, distributed_block=side3 // 3 if quick else 96,
+                       w3_repeats=1 if quick else 3),
         "W2": Workload("W2", f"2D uint8 {side2}², 3 channels, typical subset", (1, side2, side2), 3, typical_2d, 30,
                        compare_edge=2048),
     }
@@ -330,8 +332,10 @@ def run_w3(work: Workload, folder: Path, raw: np.ndarray, project: str, raw_spec
            exported: np.ndarray) -> dict:
     """W1 under mpiexec -n 1 and -n 2 (same blocks), and -n 1 on half the volume for the memory bound."""
     n_classes = exported.shape[1]
-    one = headless(project, raw_spec, axes, folder / "W3-n1.n5", 1, work.distributed_block)
-    two = headless(project, raw_spec, axes, folder / "W3-n2.n5", 2, work.distributed_block)
+    runs = [(headless(project, raw_spec, axes, folder / "W3-n1.n5", 1, work.distributed_block),
+             headless(project, raw_spec, axes, folder / "W3-n2.n5", 2, work.distributed_block))
+            for _ in range(work.w3_repeats)]
+    one, two = (min((pair[k] for pair in runs), key=lambda run: run["wall_s"]) for k in (0, 1))
     same = [np.array_equal(read_probabilities(folder / f"W3-{r}.n5", n_classes), exported) for r in ("n1", "n2")]
     half_path = folder / "W3-half.h5"
     with h5py.File(half_path, "w") as f:
@@ -340,6 +344,8 @@ def run_w3(work: Workload, folder: Path, raw: np.ndarray, project: str, raw_spec
     return {
         "seconds": {"n1": one["wall_s"], "n2": two["wall_s"], "half_volume_n1": half["wall_s"],
                     "n1_blocks": one["blocks_wall_s"], "n2_blocks": two["blocks_wall_s"]},
+        "repeats": work.w3_repeats,
+        "all_wall_s": {"n1": [pair[0]["wall_s"] for pair in runs], "n2": [pair[1]["wall_s"] for pair in runs]},
         "efficiency": one["wall_s"] / (2 * two["wall_s"]),
         "blocks_efficiency": one["blocks_wall_s"] / (2 * two["blocks_wall_s"]),
         "block": work.distributed_block,
@@ -422,7 +428,7 @@ def markdown(results: list[dict], info: dict, command: str) -> str:
         w3 = r["W3"]
         lines += [
             "",
-            "| W3: W1 under MPI (wall time) | value | target |",
+            f"| W3: W1 under MPI (wall time, fastest of {w3['repeats']} alternating runs each) | value | target |",
             "|---|---|---|",
             f"| parallel efficiency, `mpiexec -n 2` vs `-n 1` ({w3['block']}³ blocks), whole command "
             f"({w3['seconds']['n1']:.1f} s vs {w3['seconds']['n2']:.1f} s) | {100 * w3['efficiency']:.0f} % "
