@@ -150,7 +150,9 @@ def block_shape_for(args: argparse.Namespace, shape_tzyxc: tuple[int, ...]) -> t
     t, z, y, x, c = shape_tzyxc
     if z == 1:
         return (1, 1, min(y, 1024), min(x, 1024), c)
-    return (1, min(z, 128), min(y, 128), min(x, 128), c)
+    # 96³: the filter passes' arrays stay near the caches (measured on W1 of bench/: 10 % less CPU and half
+    # the memory of 128³; 64³ pays more in halos)
+    return (1, min(z, 96), min(y, 96), min(x, 96), c)
 
 
 def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str | None]]:
