@@ -52,7 +52,6 @@ _BATCH_ROWS = 1024  # rows per pass of the trees: their features (<= a few hundr
 _LANES = 16  # rows walked through a tree in lock step
 _FEW_LEAVES = 8  # trees with at most this many leaves add their values by vectorised selects
 _ALL_LEAVES_INT = (1 << 64) - 1
-_ALL_LEAVES = np.uint64(_ALL_LEAVES_INT)
 _DEBRUIJN_INT = 0x03F79D71B4CB0A89  # a de Bruijn sequence: (2^k · it mod 2^64) >> 58 differs for each k < 64
 _DEBRUIJN = np.uint64(_DEBRUIJN_INT)
 
@@ -378,7 +377,7 @@ def _add_exit_leaves(reachable, m, leaves, leaf_values, acc, weight, track_weigh
             v = leaf_values[leaves[k], c]
             v32 = np.float32(v)
             row_acc = acc[c]
-            if track_weight:
+            if track_weight:  # two loops: with the test inside, LLVM keeps it there (a third slower)
                 for r in range(m):
                     hit = (reachable[r] & below) == exit_bit
                     row_acc[r] += v32 if hit else np.float32(0)
