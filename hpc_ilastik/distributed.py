@@ -121,9 +121,13 @@ def run_blocks(blocks: Sequence[Block] | None, process_block: Callable[[Block], 
                threads: int = 1) -> RunStats:
     """Run `process_block` on every block not `is_done`, shared dynamically over the ranks of `comm`
     (without one: a loop over `threads` worker threads; the kernels release the GIL). Rank 0's
-    `blocks` and `progress` are used; other ranks may pass None. Every rank returns the run's statistics."""
+    `blocks` and `progress` are used; other ranks may pass None. Every rank returns the run's statistics.
+
+    The largest blocks go first (a grid's last block along an axis is often smaller), so that the ranks
+    end on small blocks and finish close together."""
     job = _Job(process_block, is_done, "blocks", lambda block: block.voxels, str)
-    return _run_dynamic(blocks, job, comm, progress, threads)
+    largest_first = sorted(blocks, key=lambda block: -block.voxels) if blocks is not None else None
+    return _run_dynamic(largest_first, job, comm, progress, threads)
 
 
 def share_files(files: Sequence[T] | None, process_file: Callable[[T], None], comm: Any | None = None, *,

@@ -85,8 +85,8 @@ def test_probabilities_match_ilastiks_reference(data):
 
 
 def test_console_script_ends_with_complete_outputs_and_log(data, tmp_path):
-    """`python -m hpc_ilastik` ends a successful run with os._exit (cli.finish): the HDF5 output and the
-    log file must still be complete; a failed run keeps its exit code."""
+    """`python -m hpc_ilastik` ends through cli.finish (gc.freeze, then the ordinary exit): the HDF5 output and
+    the log file must be complete; a failed run keeps its exit code."""
     log = tmp_path / "run.log"
     done = subprocess.run([sys.executable, "-m", "hpc_ilastik", "--headless", f"--project={PROJECT}",
                            "--output_format=hdf5", f"--output_filename_format={tmp_path}/out", f"--logfile={log}",
@@ -98,6 +98,25 @@ def test_console_script_ends_with_complete_outputs_and_log(data, tmp_path):
     failed = subprocess.run([sys.executable, "-m", "hpc_ilastik", "--headless", f"--project={PROJECT}",
                              str(tmp_path / "missing.png")], capture_output=True, text=True, timeout=300)
     assert failed.returncode == 2 and "missing.png" in failed.stderr
+
+
+def test_a_run_does_not_import_scipy_linalg_and_numba_still_has_blas(data, tmp_path):
+    """cli.skip_numba_blas_probe spares numba's import of scipy.linalg (0.2 s of every process); the real
+    check is back afterwards, so numba code that does use BLAS still compiles."""
+    script = f"""
+import sys
+import numpy as np
+from hpc_ilastik.cli import main
+assert main(["--headless", "--project={PROJECT}", "--output_filename_format={tmp_path}/out", "{data["png"]}"]) == 0
+assert "numba.np.arraymath" in sys.modules and "scipy.linalg" not in sys.modules
+import numba
+dot = numba.njit(lambda a, b: np.dot(a, b))
+assert dot(np.eye(3), np.arange(3.0)).tolist() == [0.0, 1.0, 2.0]
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    values, _ = read_h5(tmp_path / "out.h5")
+    np.testing.assert_array_equal(values, data["probs"])
 
 
 def _feature_channels(project: Path) -> int:

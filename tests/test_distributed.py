@@ -205,7 +205,9 @@ def test_run_blocks_without_mpi_skips_done_blocks_and_reports_progress():
     progress = Progress(len(blocks), total_voxels=1000, stream=stream)
     stats = run_blocks(blocks, lambda b: seen.append(b.number), is_done=lambda b: b.number % 3 == 0,
                        progress=progress)
-    assert seen == [n for n in range(9) if n % 3]
+    voxels = {b.number: b.voxels for b in blocks}  # 4x4, 4x4, 4x2 / 4x4, 4x4, 4x2 / 2x4, 2x4, 2x2 (z, y)
+    assert seen == [1, 4, 2, 5, 7, 8]  # largest first (the edges' smaller blocks last), the done ones skipped
+    assert [voxels[n] for n in seen] == [160, 160, 80, 80, 80, 40]
     assert (stats.computed, stats.skipped) == (6, 3)
     assert stream.getvalue().startswith("blocks 9/9 (100%; 3 already done) in ")
 
