@@ -95,7 +95,7 @@ def workloads(quick: bool) -> dict[str, Workload]:
     return {
         "W1": Workload("W1", f"3D uint8 {side3}³, 1 channel, all features σ 0.7-10", (side3,) * 3, 1, every_feature,
                        30, compare_edge=128, distributed_block=side3 // 3 if quick else 96,
-                       w3_repeats=1 if quick else 3),
+                       w3_repeats=1 if quick else 5),
         "W2": Workload("W2", f"2D uint8 {side2}², 3 channels, typical subset", (1, side2, side2), 3, typical_2d, 30,
                        compare_edge=2048),
     }
