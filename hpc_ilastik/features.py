@@ -280,9 +280,10 @@ def plan_features(
     )
 
 
-def _sum_in_order(arrays: list[np.ndarray]) -> np.ndarray:
-    total = arrays[0].copy()
-    for a in arrays[1:]:
+def _sum_x_first(arrays: list[np.ndarray]) -> np.ndarray:
+    """Sum of per-axis terms given in axes order (z, y, x) as fastfilters adds them: ((x + y) + z) in float32."""
+    total = arrays[-1].copy()
+    for a in reversed(arrays[:-1]):
         total += a
     return total
 
@@ -316,9 +317,9 @@ def _scale_features(
         if fid == "GaussianSmoothing":
             target[0] = bank[zero]
         elif fid == "LaplacianOfGaussian":
-            target[0] = _sum_in_order([bank[o] for o in diag_o])
+            target[0] = _sum_x_first([bank[o] for o in diag_o])
         elif fid == "GaussianGradientMagnitude":
-            np.sqrt(_sum_in_order([bank[o] * bank[o] for o in grad_o]), out=target[0])
+            np.sqrt(_sum_x_first([bank[o] * bank[o] for o in grad_o]), out=target[0])
         elif fid == "DifferenceOfGaussians":
             smaller = gaussian_smoothing(pre, DOG_RATIO * sigma, FEATURE_WINDOW, axes, region)
             np.subtract(bank[zero], smaller, out=target[0])

@@ -254,98 +254,143 @@ def hessian(img: np.ndarray, sigma: float, window: float, axes: Sequence[int]) -
     return [bank[o] for o in orders]
 
 
+# fastfilters' eigenvalue solvers, the ones ilastik runs on any AVX2 machine (linalg_avx.c, linalg_avx2.c),
+# operation by operation in float32: fastfilters builds them without FMA and without contraction (C99 mode),
+# so every product and sum below is rounded on its own, as numba does without fastmath. The 3x3 solver's
+# atan2 and sincos are avx_mathfun.h's float approximations (sleef's atan2 polynomial, cephes' sincos).
+_F = np.float32
+_ZERO, _HALF, _ONE, _TWO, _MINUS2 = _F(0.0), _F(0.5), _F(1.0), _F(2.0), _F(-2.0)
+_INV3 = _F(1.0 / 3.0)
+_ROOT3 = np.sqrt(_F(3.0))
+_PI, _PI_2 = _F(math.pi), _F(math.pi / 2)
+_ATAN2_C = (_F(0.00282363896258175373077393), _F(-0.0159569028764963150024414), _F(0.0425049886107444763183594),
+            _F(-0.0748900920152664184570312), _F(0.106347933411598205566406), _F(-0.142027363181114196777344),
+            _F(0.199926957488059997558594), _F(-0.333331018686294555664062))
+_FOUR_OVER_PI = _F(1.27323954473516)
+_MINUS_DP = (_F(-0.78515625), _F(-2.4187564849853515625e-4), _F(-3.77489497744594108e-8))  # -pi/4 in three parts
+_SINCOF = (_F(-1.9515295891e-4), _F(8.3321608736e-3), _F(-1.6666654611e-1))
+_COSCOF = (_F(2.443315711809948e-5), _F(-1.388731625493765e-3), _F(4.166664568298827e-2))
+
+
+@njit(inline="always")
+def _max_ps(a, b):
+    """_mm256_max_ps: a if a > b, else b (so b when either is NaN)."""
+    return a if a > b else b
+
+
+@njit(inline="always")
+def _min_ps(a, b):
+    """_mm256_min_ps: a if a < b, else b."""
+    return a if a < b else b
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _eigenvalues_2x2(a, b, c, out):
-    """mean ± sqrt(((a - c)/2)² + b²), evaluated in double and rounded to float32."""
+    """fastfilters' _ev2d_avx: mean ± sqrt(((a - c)·0.5)² + b²) in float32, larger first."""
     for i in range(a.shape[0]):
-        x = np.float64(a[i])
-        y = np.float64(c[i])
-        xy = np.float64(b[i])
-        mean = (x + y) * 0.5
-        d = (x - y) * 0.5
-        s = np.sqrt(d * d + xy * xy)
-        out[0, i] = mean + s
-        out[1, i] = mean - s
+        mean = (a[i] + c[i]) * _HALF
+        d = (a[i] - c[i]) * _HALF
+        root = np.sqrt(d * d + b[i] * b[i])
+        e0 = mean + root
+        e1 = mean - root
+        out[0, i] = _max_ps(e0, e1)
+        out[1, i] = _min_ps(e0, e1)
 
 
-_ATAN_SERIES = tuple((-1) ** k / (2 * k + 1) for k in range(12))[::-1]  # atan(u)/u in u², highest first
-_COS_SERIES = tuple((-1) ** k / math.factorial(2 * k) for k in range(10))[::-1]
-_SIN_SERIES = tuple((-1) ** k / math.factorial(2 * k + 1) for k in range(10))[::-1]
+@njit(inline="always")
+def _atan2_ps(y, x):
+    """avx_mathfun.h's atan2_256_ps. Its zero tests look at the operands after the octant swap, so for x = 0
+    and y > 0 it returns 0, not pi/2 (ilastik's eigenvalues carry that; kept for the same numbers)."""
+    negative_x = np.signbit(x)
+    negative_y = np.signbit(y)
+    x0 = abs(x)
+    y0 = abs(y)
+    swap = y0 > x0
+    xs = y0 if swap else x0
+    ys = -x0 if swap else y0
+    q = (_MINUS2 if negative_x else _ZERO) + (_ONE if swap else _ZERO)
+    s = ys / xs
+    t = s * s
+    u = _ATAN2_C[0]
+    for k in range(1, 8):
+        u = t * u + _ATAN2_C[k]
+    t = (t * s) * u + s
+    t = q * _PI_2 + t
+    if negative_x:
+        t = -t
+    if xs == _ZERO:
+        t = _PI_2
+    if ys == _ZERO:
+        t = _PI if negative_x else _ZERO
+    return -t if negative_y else t
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _horner(coefficients, x):
-    total = 0.0
-    for c in coefficients:
-        total = total * x + c
-    return total
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _atan2_upper(y, x):
-    """atan2(y, x) in double for y >= 0 (result in [0, pi]); branch-free so the caller's loop vectorises."""
-    ax = abs(x)
-    big = max(ax, y)
-    t = min(ax, y) / (big if big > 0.0 else 1.0)  # in [0, 1]
-    # atan(t) = pi/6 + atan((sqrt3·t - 1)/(sqrt3 + t)) brings t > tan(pi/12) into |u| <= tan(pi/12)
-    reduce = t > 0.2679491924311227
-    sqrt3 = 1.7320508075688772
-    u = (sqrt3 * t - 1.0) / (sqrt3 + t) if reduce else t
-    a = u * _horner(_ATAN_SERIES, u * u) + (np.pi / 6 if reduce else 0.0)
-    a = np.pi / 2 - a if y > ax else a
-    return np.pi - a if x < 0.0 else a
+@njit(inline="always")
+def _sincos_ps(x):
+    """avx_mathfun.h's sincos256_ps (cephes): (sin x, cos x) in float32."""
+    negative = np.signbit(x)
+    x = abs(x)
+    j = (np.int32(x * _FOUR_OVER_PI) + np.int32(1)) & np.int32(-2)  # cvttps: truncation
+    y = _F(j)
+    x = x + y * _MINUS_DP[0]
+    x = x + y * _MINUS_DP[1]
+    x = x + y * _MINUS_DP[2]
+    sin_negative = negative != ((j & 4) != 0)
+    cos_negative = ((j - np.int32(2)) & 4) == 0
+    sine_polynomial = (j & 2) == 0
+    z = x * x
+    c = ((_COSCOF[0] * z + _COSCOF[1]) * z + _COSCOF[2]) * z
+    c = (c * z - z * _HALF) + _ONE
+    s = ((_SINCOF[0] * z + _SINCOF[1]) * z + _SINCOF[2]) * z
+    s = s * x + x
+    # the selection as the original does it (masking and subtracting), signed zeros included
+    from_s = s if sine_polynomial else _ZERO
+    from_c = _ZERO if sine_polynomial else c
+    sine = from_c + from_s
+    cosine = (c - from_c) + (s - from_s)
+    return (-sine if sin_negative else sine), (-cosine if cos_negative else cosine)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _eigenvalues_3x3(a00, a01, a02, a11, a12, a22, out):
-    """Closed-form eigenvalues (the trigonometric solution of the characteristic cubic, on the matrix
-    divided by its largest |entry|) evaluated in double, so that near-degenerate eigenvalues are not
-    float32 noise (~sqrt(eps)·scale); results rounded to float32."""
-    sqrt3 = np.sqrt(3.0)
+    """fastfilters' _ev3d_avx2: the trigonometric solution of the characteristic cubic (Eberly) on the matrix
+    divided by its largest |entry|, in float32, largest eigenvalue first. Near-degenerate eigenvalues carry
+    float32 noise of about sqrt(eps)·scale, as ilastik's do."""
     for i in range(a00.shape[0]):
-        x00 = np.float64(a00[i])
-        x01 = np.float64(a01[i])
-        x02 = np.float64(a02[i])
-        x11 = np.float64(a11[i])
-        x12 = np.float64(a12[i])
-        x22 = np.float64(a22[i])
-        m = max(abs(x00), abs(x01), abs(x02), abs(x11), abs(x12), abs(x22))
-        d = m if m > 0.0 else 1.0  # a zero matrix stays zero; NaN entries propagate
-        inv = 1.0 / d
-        b00 = x00 * inv
-        b01 = x01 * inv
-        b02 = x02 * inv
-        b11 = x11 * inv
-        b12 = x12 * inv
-        b22 = x22 * inv
-        # characteristic polynomial  l³ - c2·l² + c1·l - c0
-        c0 = b00 * b11 * b22 + 2.0 * b01 * b02 * b12 - b00 * b12 * b12 - b11 * b02 * b02 - b22 * b01 * b01
+        m = _max_ps(_max_ps(_max_ps(abs(a00[i]), abs(a01[i])), _max_ps(abs(a02[i]), abs(a11[i]))),
+                    _max_ps(abs(a12[i]), abs(a22[i])))
+        if m == _ZERO:
+            m = _ONE
+        b00 = a00[i] / m
+        b01 = a01[i] / m
+        b02 = a02[i] / m
+        b11 = a11[i] / m
+        b12 = a12[i] / m
+        b22 = a22[i] / m
+        c0 = (b00 * b11) * b22 + ((_TWO * b01) * b02) * b12 - (b00 * b12) * b12 - (b11 * b02) * b02 - (b22 * b01) * b01
         c1 = b00 * b11 - b01 * b01 + b00 * b22 - b02 * b02 + b11 * b22 - b12 * b12
         c2 = b00 + b11 + b22
-        # depressed cubic x³ + p·x + q with l = x + c2/3: x = 2·sqrt(-p/3)·cos((atan2(...) + 2·pi·k)/3)
-        shift = c2 / 3.0
-        p3 = min((c1 - c2 * shift) / 3.0, 0.0)
-        mq2 = 0.5 * (c0 + shift * (2.0 * shift * shift - c1))
-        disc = min(mq2 * mq2 + p3 * p3 * p3, 0.0)
-        mag = np.sqrt(-p3)
-        angle = _atan2_upper(np.sqrt(-disc), mq2) / 3.0  # in [0, pi/3]
-        angle2 = angle * angle
-        cs = _horner(_COS_SERIES, angle2)
-        sn = angle * _horner(_SIN_SERIES, angle2)
-        r0 = (shift + 2.0 * mag * cs) * d
-        r1 = (shift - mag * (cs + sqrt3 * sn)) * d
-        r2 = (shift - mag * (cs - sqrt3 * sn)) * d
-        hi = max(r0, r1)
-        lo = min(r0, r1)
-        out[0, i] = max(hi, r2)
-        out[1, i] = max(lo, min(hi, r2))
-        out[2, i] = min(lo, r2)
+        c2_3 = c2 * _INV3
+        a_3 = _min_ps((c1 - c2 * c2_3) * _INV3, _ZERO)
+        mb_2 = _HALF * (c0 + c2_3 * ((_TWO * c2_3) * c2_3 - c1))
+        q = _min_ps(mb_2 * mb_2 + (a_3 * a_3) * a_3, _ZERO)
+        magnitude = np.sqrt(-a_3)
+        sn, cs = _sincos_ps(_atan2_ps(np.sqrt(-q), mb_2) * _INV3)
+        r0 = c2_3 + (_TWO * magnitude) * cs
+        r1 = c2_3 - magnitude * (cs + _ROOT3 * sn)
+        r2 = c2_3 - magnitude * (cs - _ROOT3 * sn)
+        low = _min_ps(r0, r1)
+        high = _max_ps(r0, r1)
+        upper = _max_ps(low, r2)
+        out[0, i] = _max_ps(high, upper) * m
+        out[1, i] = _min_ps(high, upper) * m
+        out[2, i] = _min_ps(low, r2) * m
 
 
 def eigenvalues(upper: Sequence[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
     """Eigenvalues of symmetric 1x1, 2x2 or 3x3 matrix fields given by their upper triangle
-    (row-major: a00 / a00, a01, a11 / a00, a01, a02, a11, a12, a22): fastfilters' closed forms,
-    evaluated in double and returned as float32.
+    (row-major: a00 / a00, a01, a11 / a00, a01, a02, a11, a12, a22): fastfilters' closed forms in its own
+    float32 arithmetic.
 
     Returns an (n, ...) array, channel 0 = largest eigenvalue; `out` may be a float32 array
     of that shape (C-contiguous per channel) to write into.

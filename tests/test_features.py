@@ -9,9 +9,11 @@ import pytest
 from scipy import ndimage
 
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.features import FeatureSelection, compute_features, plan_features
-from hpc_ilastik.filters import convolve_axis, convolve_separable, eigenvalues
-from hpc_ilastik.kernels import gaussian_kernel, kernel_radius
+from hpc_ilastik.features import (FeatureSelection, compute_features, feature_sigma, plan_features,
+                                  presmoothing_sigma)
+from hpc_ilastik.filters import (convolve_axis, convolve_separable, eigenvalues, gaussian_smoothing, gradient, hessian,
+                                 hessian_orders)
+from hpc_ilastik.kernels import FEATURE_WINDOW, PRESMOOTH_WINDOW, gaussian_kernel, kernel_radius
 
 ALL_IDS = (
     "GaussianSmoothing",
@@ -84,8 +86,8 @@ def model_feature(img, fid, scale, pre_axes, feat_axes):
 
 
 def assert_feature_close(ours, ref, input_range):
-    """numerics §6: |diff| <= 1e-3·max|feature| + 1e-6·input range. (No allowance for
-    near-degenerate 3-D eigenvalues is needed: our closed form runs in double.)"""
+    """numerics §6: |diff| <= 1e-3·max|feature| + 1e-6·input range (which also covers the float32 noise,
+    ~sqrt(eps)·scale, of near-degenerate 3-D eigenvalues that fastfilters' solver and ours share)."""
     diff = np.abs(ours.astype(np.float64) - ref)
     tol = 1e-3 * np.abs(ref).max() + 1e-6 * input_range
     assert (diff <= tol).all(), f"max |diff| {diff.max():.3g} > tolerance {tol:.3g} at {(diff > tol).sum()} values"
@@ -162,22 +164,92 @@ def test_convolve_separable_skips_none_axes():
     np.testing.assert_allclose(convolve_separable(img, [None, ky, kx]), ref, atol=1e-5 * 255)
 
 
-def test_eigenvalues_closed_form():
+def _fastfilters_ev3d(upper: list[np.ndarray]) -> np.ndarray:
+    """fastfilters' _ev3d_avx2 (linalg_avx2.c with avx_mathfun.h's atan2_256_ps and sincos256_ps, built
+    without FMA), transcribed lane-wise in numpy float32: every operation rounded on its own."""
+    f = np.float32
+    a = [np.asarray(u, f) for u in upper]
+    mx = np.maximum  # _mm256_max_ps/_min_ps agree with np.maximum/np.minimum away from NaN
+    m = mx(mx(mx(abs(a[0]), abs(a[1])), mx(abs(a[2]), abs(a[3]))), mx(abs(a[4]), abs(a[5])))
+    m = np.where(m == 0, f(1), m)
+    b00, b01, b02, b11, b12, b22 = (v / m for v in a)
+    two, half, inv3 = f(2), f(0.5), f(1 / 3)
+    c0 = (b00 * b11) * b22 + ((two * b01) * b02) * b12 - (b00 * b12) * b12 - (b11 * b02) * b02 - (b22 * b01) * b01
+    c1 = b00 * b11 - b01 * b01 + b00 * b22 - b02 * b02 + b11 * b22 - b12 * b12
+    c2 = b00 + b11 + b22
+    c2_3 = c2 * inv3
+    a_3 = np.minimum((c1 - c2 * c2_3) * inv3, f(0))
+    mb_2 = half * (c0 + c2_3 * ((two * c2_3) * c2_3 - c1))
+    q = np.minimum(mb_2 * mb_2 + (a_3 * a_3) * a_3, f(0))
+    # atan2_256_ps(y, x) for y = sqrt(-q) >= 0
+    y, x = np.sqrt(-q), mb_2
+    swap = abs(y) > abs(x)
+    xs, ys = np.where(swap, abs(y), abs(x)), np.where(swap, -abs(x), abs(y))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = ys / xs
+    t = s * s
+    u = f(0.00282363896258175373077393)
+    for c in (-0.0159569028764963150024414, 0.0425049886107444763183594, -0.0748900920152664184570312,
+              0.106347933411598205566406, -0.142027363181114196777344, 0.199926957488059997558594,
+              -0.333331018686294555664062):
+        u = t * u + f(c)
+    qq = np.where(np.signbit(x), f(-2), f(0)) + np.where(swap, f(1), f(0))
+    angle = qq * f(math.pi / 2) + ((t * s) * u + s)
+    angle = np.where(np.signbit(x), -angle, angle)
+    angle = np.where(xs == 0, f(math.pi / 2), angle)
+    angle = np.where(ys == 0, np.where(np.signbit(x), f(math.pi), f(0)), angle)  # the swapped operands
+    angle = np.where(np.signbit(y), -angle, angle) * inv3
+    # sincos256_ps (the angle is negative when sqrt(-q) is -0.0)
+    negative = np.signbit(angle)
+    angle = abs(angle)
+    j = (np.trunc(angle * f(1.27323954473516)).astype(np.int32) + 1) & -2
+    jf = j.astype(f)
+    r = angle + jf * f(-0.78515625)
+    r = r + jf * f(-2.4187564849853515625e-4)
+    r = r + jf * f(-3.77489497744594108e-8)
+    z = r * r
+    cp = ((f(2.443315711809948e-5) * z + f(-1.388731625493765e-3)) * z + f(4.166664568298827e-2)) * z
+    cp = (cp * z - z * half) + f(1)
+    sp = ((f(-1.9515295891e-4) * z + f(8.3321608736e-3)) * z + f(-1.6666654611e-1)) * z
+    sp = sp * r + r
+    sine_poly = (j & 2) == 0
+    sn = np.where(sine_poly, sp, cp)
+    cs = np.where(sine_poly, cp, sp)
+    sn = np.where(negative != ((j & 4) != 0), -sn, sn)
+    cs = np.where(((j - 2) & 4) == 0, -cs, cs)
+    mag = np.sqrt(-a_3)
+    r0 = c2_3 + (two * mag) * cs
+    r1 = c2_3 - mag * (cs + np.sqrt(f(3)) * sn)
+    r2 = c2_3 - mag * (cs - np.sqrt(f(3)) * sn)
+    return np.sort(np.stack([r0, r1, r2]), axis=0)[::-1] * m
+
+
+def test_eigenvalues_are_fastfilters_own_float32_solvers():
     rng = np.random.default_rng(5)
-    m = rng.normal(size=(2000, 3, 3))
+    m = rng.normal(size=(20000, 3, 3)).astype(np.float32)
     m = m + np.swapaxes(m, 1, 2)
-    m[:5] = [np.zeros((3, 3)), np.eye(3), np.diag([2.0, 2.0, -1.0]), np.diag([-3.0, 1.0, 1.0]), np.ones((3, 3))]
+    m[:6] = [np.zeros((3, 3)), np.eye(3), np.diag([2.0, 2.0, -1.0]), np.diag([-3.0, 1.0, 1.0]), np.ones((3, 3)),
+             np.diag([1.0, 0.0, -1.0])]
     upper3 = [m[:, i, j] for i in range(3) for j in range(i, 3)]
     upper2 = [m[:, i, j] for i in range(2) for j in range(i, 2)]
-    m = m.astype(np.float32).astype(np.float64)  # the float32 matrices our closed form sees
-    for upper, sub in [(upper3, m), (upper2, m[:, :2, :2])]:
-        ref = np.linalg.eigvalsh(sub)[:, ::-1].T
-        got = eigenvalues(upper)
-        assert got.dtype == np.float32 and got.shape == ref.shape
-        assert (np.diff(got, axis=0) <= 0).all()  # largest first
-        # a few float32 ulps of the matrix scale, degenerate matrices included (closed form in double)
-        assert (np.abs(got - ref) <= 3e-7 * np.abs(sub).max(axis=(1, 2))).all()
-    np.testing.assert_array_equal(eigenvalues(upper3)[:, 0], 0.0)
+    got3, got2 = eigenvalues(upper3), eigenvalues(upper2)
+    assert got3.dtype == got2.dtype == np.float32
+    assert (np.diff(got3, axis=0) <= 0).all() and (np.diff(got2, axis=0) <= 0).all()  # largest first
+    # bit for bit what fastfilters computes
+    np.testing.assert_array_equal(got3, _fastfilters_ev3d(upper3))
+    a, b, c = (u.astype(np.float32) for u in upper2)
+    mean, root = (a + c) * np.float32(0.5), np.sqrt(((a - c) * np.float32(0.5)) ** 2 + b * b)
+    np.testing.assert_array_equal(got2, np.stack([mean + root, mean - root]))
+    # and how far that is from the exact eigenvalues: float32 rounding, near-degenerate 3x3 ones ~sqrt(eps)
+    # (all but the matrix below)
+    for got, sub, tol in [(got3[:, 6:], m[6:], 5e-4), (got2, m[:, :2, :2], 6e-7)]:
+        exact = np.linalg.eigvalsh(sub.astype(np.float64))[:, ::-1].T
+        assert (np.abs(got - exact) <= tol * np.abs(sub).max(axis=(1, 2))).all()
+    np.testing.assert_allclose(got3[:, :5].T, [[0, 0, 0], [1, 1, 1], [2, 2, -1], [1, 1, -3], [3, 0, 0]], atol=1e-3)
+    np.testing.assert_array_equal(got3[:, 0], 0.0)
+    # fastfilters' atan2 tests x == 0 and y == 0 after swapping its operands: atan2(y > 0, 0) = 0, not pi/2,
+    # so diag(1, 0, -1) (mb/2 = 0) comes out as 2/sqrt(3), -1/sqrt(3), -1/sqrt(3), as in ilastik
+    np.testing.assert_allclose(got3[:, 5], [2 / math.sqrt(3), -1 / math.sqrt(3), -1 / math.sqrt(3)], rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- features vs the model
@@ -205,6 +277,22 @@ def test_features_3d_match_model(fid, image_3d):
     for j, s in enumerate(scales):
         ref = model_feature(img, fid, s, (0, 1, 2), (0, 1, 2))
         assert_feature_close(ours[..., j * n:(j + 1) * n], ref, 255)
+
+
+def test_3d_magnitude_and_laplacian_add_x_first_as_fastfilters_does(image_3d):
+    """fastfilters combines the per-axis terms as ((x + y) + z) in float32 (x the last, contiguous axis):
+    the same rounding, bit for bit."""
+    img = image_3d.astype(np.float32)
+    scale = 1.6
+    pre = gaussian_smoothing(img, presmoothing_sigma(scale), PRESMOOTH_WINDOW, (0, 1, 2))
+    sigma = feature_sigma(scale)
+    gz, gy, gx = gradient(pre, sigma, FEATURE_WINDOW, (0, 1, 2))
+    hessian_entries = dict(zip(hessian_orders(3), hessian(pre, sigma, FEATURE_WINDOW, (0, 1, 2))))
+    zz, yy, xx = (hessian_entries[o] for o in [(2, 0, 0), (0, 2, 0), (0, 0, 2)])
+    for fid, expected in [("GaussianGradientMagnitude", np.sqrt((gx * gx + gy * gy) + gz * gz)),
+                          ("LaplacianOfGaussian", (xx + yy) + zz)]:
+        plan = plan_features(one_feature_selection(fid, [scale]), img.shape, 1)
+        np.testing.assert_array_equal(compute_features(image_3d[..., None], plan)[..., 0], expected)
 
 
 def test_compute_in_2d_filters_each_slice(image_3d):
