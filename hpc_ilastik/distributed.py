@@ -10,8 +10,10 @@ shared memory or a network; no one-sided RMA, whose progress on a busy rank 0 is
   `MPI_THREAD_MULTIPLE` (mpi4py asks for it; MPICH and Open MPI give it); an MPI without it gets the
   ilastik layout instead: rank 0 only dispatches (logged as a warning).
 * Every other rank asks for its next block *before* computing the current one, so a reply that waits
-  for rank 0 to finish its block does not leave it idle. The price is at most one reserved block per
-  rank at the very end. `RunStats` measures the balance (busy time per rank, idle fraction).
+  for rank 0 to finish its block does not leave it idle. Near the end (fewer blocks left than ranks)
+  such a request is answered only once that rank reports its current block: the last blocks go to
+  whichever rank is free first, not to one that is still busy. `RunStats` measures the balance (busy
+  time per rank, idle fraction).
 * Waiting is done by polling with short sleeps, never in a blocking MPI call, so waiting ranks leave
   their cores to the computing ones (MPICH spins inside blocking calls).
 * Resume: the rank that draws a block first asks `is_done(block)` (the writer's chunk-exists test,
@@ -290,6 +292,7 @@ class _Dispatcher:
         self.queue_lock = threading.Lock()      # the item counter and the progress
         self.message_lock = threading.Lock()    # one thread at a time answers messages
         self.outstanding: dict[int, list[Any]] = {}   # per rank: items handed out, not yet reported
+        self.deferred: set[int] = set()             # ranks whose request waits for their current item
         self.served: set[int] = set()               # ranks that got an answer
         self.finished: list[RankStats] = []
         self.sends: list[Any] = []
@@ -301,6 +304,18 @@ class _Dispatcher:
                 return None
             self.next += 1
             return self.items[self.next - 1]
+
+    def near_the_end(self) -> bool:
+        """Fewer items left than ranks: a busy rank should not reserve one."""
+        with self.queue_lock:
+            return len(self.items) - self.next < self.comm.Get_size()
+
+    def send_next(self, rank: int) -> None:
+        """Hand the next item (None: no more) to `rank`."""
+        item = self.take()
+        if item is not None:
+            self.outstanding.setdefault(rank, []).append(item)
+        self.sends.append(self.comm.isend(item, dest=rank, tag=_TAG_WORK))
 
     def done(self, item: Any, computed: bool) -> None:
         with self.queue_lock:
@@ -325,12 +340,15 @@ class _Dispatcher:
                 payload, rank, tag = message.recv(), self.status.Get_source(), self.status.Get_tag()
                 if tag == _TAG_REQUEST:
                     self.served.add(rank)
-                    item = self.take()
-                    if item is not None:
-                        self.outstanding.setdefault(rank, []).append(item)
-                    self.sends.append(self.comm.isend(item, dest=rank, tag=_TAG_WORK))
+                    if self.outstanding.get(rank) and self.near_the_end():
+                        self.deferred.add(rank)
+                    else:
+                        self.send_next(rank)
                 elif tag == _TAG_REPORT:
                     self.done(self.outstanding[rank].pop(0), payload)
+                    if rank in self.deferred:
+                        self.deferred.discard(rank)
+                        self.send_next(rank)
                 else:
                     self.finished.append(payload)
                 answered += 1

@@ -13,13 +13,15 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import tensorstore
 
 from hpc_ilastik.blocks import plan_blocks
-from hpc_ilastik.distributed import check_resume, file_digest, get_comm, run_attributes, run_blocks
+from hpc_ilastik.distributed import (_TAG_REPORT, _TAG_REQUEST, _Dispatcher, check_resume, file_digest, get_comm,
+                                     run_attributes, run_blocks)
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.progress import Progress, rank_prefix
 
@@ -210,6 +212,55 @@ def test_run_blocks_without_mpi_skips_done_blocks_and_reports_progress():
     assert [voxels[n] for n in seen] == [160, 160, 80, 80, 80, 40]
     assert (stats.computed, stats.skipped) == (6, 3)
     assert stream.getvalue().startswith("blocks 9/9 (100%; 3 already done) in ")
+
+
+class _QueuedComm:
+    """Just enough of an MPI communicator for rank 0's dispatcher: the messages it will receive, in order,
+    and what it sends."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.inbox, self.sent = size, [], []
+
+    def Get_size(self) -> int:
+        return self.size
+
+    def Iprobe(self, **_) -> bool:
+        return bool(self.inbox)
+
+    def improbe(self, source, tag, status):
+        if not self.inbox:
+            return None
+        rank, tag, payload = self.inbox.pop(0)
+        status.Set_source(rank)
+        status.Set_tag(tag)
+        return SimpleNamespace(recv=lambda: payload)
+
+    def isend(self, item, dest, tag):
+        self.sent.append((dest, item))
+        return SimpleNamespace(wait=lambda: None)
+
+
+def test_near_the_end_a_busy_rank_gets_its_next_block_only_when_it_reports():
+    """Ranks ask one block ahead; with fewer blocks left than ranks the request of a rank still computing
+    waits for its report, so the last blocks go to whichever rank is free first."""
+    comm = _QueuedComm(size=2)
+    dispatcher = _Dispatcher(comm, ["A", "B", "C", "D"], None, lambda item: 0)
+    comm.inbox = [(1, _TAG_REQUEST, None)]
+    dispatcher.answer_pending()
+    assert comm.sent == [(1, "A")]
+    comm.inbox = [(1, _TAG_REQUEST, None)]  # asking ahead while computing A, three blocks left: B at once
+    dispatcher.answer_pending()
+    assert comm.sent == [(1, "A"), (1, "B")]
+    assert dispatcher.take() == "C"  # rank 0's own block
+    comm.inbox = [(1, _TAG_REPORT, True), (1, _TAG_REQUEST, None)]  # A done; asks ahead while computing B
+    dispatcher.answer_pending()
+    assert comm.sent == [(1, "A"), (1, "B")]  # one block left: D is not reserved for the busy rank 1
+    comm.inbox = [(1, _TAG_REPORT, True)]
+    dispatcher.answer_pending()
+    assert comm.sent[-1] == (1, "D")  # rank 1 is free first: it gets D
+    comm.inbox = [(1, _TAG_REQUEST, None), (1, _TAG_REPORT, True)]
+    dispatcher.answer_pending()
+    assert comm.sent[-1] == (1, None) and dispatcher.take() is None  # done, and no block was lost
 
 
 def test_get_comm(monkeypatch):
