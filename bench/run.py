@@ -16,8 +16,9 @@ reading and writing included) against the baseline's time per pixel times the im
 
 W1: 3-D uint8 volume, one channel, all six features at scales 0.7 to 10 (60 channels).
 W2: 2-D image, three channels, `hpc-ilastik train`'s default feature subset (48 channels).
-W3: W1 through `mpiexec -n 2 ... --distributed` against `-n 1` (parallel efficiency), and the peak
-    memory per rank for W1 and for half its volume (same blocks: the peak must not grow with the volume).
+W3: W1 through `mpiexec -n 2 ... --distributed` against `-n 1` (parallel efficiency), `--threads=2` against
+    `--threads=1` in one process (no MPI), and the peak memory per rank for W1 and for half its volume
+    (same blocks: the peak must not grow with the volume).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class Workload:
     strokes_per_class: int
     compare_edge: int  # the engines are compared on a centred part of at most this edge
     distributed_block: int | None = None  # W3: block edge for --distributed_block_roi
-    w3_repeats: int = 1  # W3: -n 1 and -n 2 alternate this often; each keeps its fastest run (load only slows runs)
+    w3_repeats: int = 1  # W3: -n 1, -n 2, 1 and 2 threads alternate this often; each keeps its fastest run (load only slows runs)
 
 
 def workloads(quick: bool) -> dict[str, Workload]:
@@ -188,9 +189,9 @@ def probability_agreement(ours: np.ndarray, ref: np.ndarray) -> dict:
 
 
 def headless(project: str, raw_spec: str, axes: str, output: Path, ranks: int | None,
-             block: int | None = None) -> dict:
-    """Run `hpc-ilastik --headless` (under `mpiexec -n ranks --distributed` if ranks, else on one thread):
-    wall time, CPU time of all its processes, per-rank reports (peak memory)."""
+             block: int | None = None, threads: int = 1) -> dict:
+    """Run `hpc-ilastik --headless` (under `mpiexec -n ranks --distributed` if ranks, else in one process with
+    `threads` block threads): wall time, CPU time of all its processes, per-rank reports (peak memory)."""
     shutil.rmtree(output, ignore_errors=True)
     report = output.with_suffix(".report")
     args = ["--headless", f"--project={project}", "--export_source=Probabilities", "--output_format=n5",
@@ -198,7 +199,7 @@ def headless(project: str, raw_spec: str, axes: str, output: Path, ranks: int | 
     if block:
         args.append(f"--distributed_block_roi={block}")
     if not ranks:
-        args.append("--threads=1")
+        args.append(f"--threads={threads}")
     command = [sys.executable, str(RANK_SCRIPT), str(report), *args]
     if ranks:
         command = [shutil.which("mpiexec") or "mpiexec", "-n", str(ranks), *command, "--distributed"]
@@ -331,27 +332,32 @@ def vigra_interpreter(choice: str | None) -> str | None:
 
 def run_w3(work: Workload, folder: Path, raw: np.ndarray, project: str, raw_spec: str, axes: str,
            exported: np.ndarray) -> dict:
-    """W1 under mpiexec -n 1 and -n 2 (same blocks), and -n 1 on half the volume for the memory bound."""
+    """W1 under mpiexec -n 1 and -n 2 (same blocks), in one process with 1 and 2 block threads, and -n 1 on
+    half the volume for the memory bound."""
     n_classes = exported.shape[1]
-    runs = [(headless(project, raw_spec, axes, folder / "W3-n1.n5", 1, work.distributed_block),
-             headless(project, raw_spec, axes, folder / "W3-n2.n5", 2, work.distributed_block))
+    kinds = {"n1": (1, 1), "n2": (2, 1), "t1": (None, 1), "t2": (None, 2)}  # name: (ranks, threads)
+    runs = [{name: headless(project, raw_spec, axes, folder / f"W3-{name}.n5", ranks, work.distributed_block, threads)
+             for name, (ranks, threads) in kinds.items()}
             for _ in range(work.w3_repeats)]
-    one, two = (min((pair[k] for pair in runs), key=lambda run: run["wall_s"]) for k in (0, 1))
-    same = [np.array_equal(read_probabilities(folder / f"W3-{r}.n5", n_classes), exported) for r in ("n1", "n2")]
+    best = {name: min((run[name] for run in runs), key=lambda one: one["wall_s"]) for name in kinds}
+    same = [np.array_equal(read_probabilities(folder / f"W3-{name}.n5", n_classes), exported) for name in kinds]
     half_path = folder / "W3-half.h5"
     with h5py.File(half_path, "w") as f:
         f.create_dataset("raw", data=raw[: work.shape_zyx[0] // 2, ..., 0], chunks=True)
     half = headless(project, f"{half_path}/raw", axes, folder / "W3-half.n5", 1, work.distributed_block)
+    one, two = best["n1"], best["n2"]
     return {
         "seconds": {"n1": one["wall_s"], "n2": two["wall_s"], "half_volume_n1": half["wall_s"],
-                    "n1_blocks": one["blocks_wall_s"], "n2_blocks": two["blocks_wall_s"]},
+                    "n1_blocks": one["blocks_wall_s"], "n2_blocks": two["blocks_wall_s"],
+                    "threads1": best["t1"]["wall_s"], "threads2": best["t2"]["wall_s"]},
         "repeats": work.w3_repeats,
-        "all_wall_s": {"n1": [pair[0]["wall_s"] for pair in runs], "n2": [pair[1]["wall_s"] for pair in runs]},
+        "all_wall_s": {name: [run[name]["wall_s"] for run in runs] for name in kinds},
         "efficiency": one["wall_s"] / (2 * two["wall_s"]),
         "blocks_efficiency": one["blocks_wall_s"] / (2 * two["blocks_wall_s"]),
+        "threads_efficiency": best["t1"]["wall_s"] / (2 * best["t2"]["wall_s"]),
         "block": work.distributed_block,
         "peak_mib": {"n1": one["peak_mib"], "n2_per_rank": [r["peak_kib"] / 1024 for r in two["ranks"]],
-                     "half_volume_n1": half["peak_mib"]},
+                     "half_volume_n1": half["peak_mib"], "threads2": best["t2"]["peak_mib"]},
         "memory_growth_for_double_volume": one["peak_mib"] / half["peak_mib"],
         "checks": {"same_output_as_single_process": all(same)},
     }
@@ -438,10 +444,13 @@ def markdown(results: list[dict], info: dict, command: str) -> str:
             f"{w3['seconds']['n2_blocks']:.1f} s) | {100 * w3['blocks_efficiency']:.0f} % "
             f"| ≥ {100 * TARGETS['efficiency']:.0f} %: "
             f"{'met' if w3['blocks_efficiency'] >= TARGETS['efficiency'] else 'missed'} |",
+            f"| thread efficiency in one process without MPI, `--threads=2` vs `--threads=1` "
+            f"({w3['seconds']['threads1']:.1f} s vs {w3['seconds']['threads2']:.1f} s) "
+            f"| {100 * w3['threads_efficiency']:.0f} % | |",
             f"| peak memory per rank, -n 2 | {', '.join(f'{m:.0f} MiB' for m in w3['peak_mib']['n2_per_rank'])} | |",
             f"| peak memory, -n 1: half volume → full volume | {w3['peak_mib']['half_volume_n1']:.0f} MiB → "
             f"{w3['peak_mib']['n1']:.0f} MiB (×{w3['memory_growth_for_double_volume']:.2f}) | unchanged |",
-            f"| outputs of -n 1 and -n 2 identical to the single-process run | "
+            f"| outputs of -n 1, -n 2 and of 1 and 2 threads identical to the single-process run | "
             f"{'yes' if w3['checks']['same_output_as_single_process'] else 'NO'} | |",
         ]
     lines += ["", "CPU seconds behind the ratios (features and forest on the compared part; the baseline's whole path "
@@ -488,7 +497,8 @@ def print_result(r: dict) -> None:
     if "W3" in r:
         w3 = r["W3"]
         print(f"W3: {r['workload']} under mpiexec ({w3['block']}³ blocks): parallel efficiency at 2 ranks "
-              f"{100 * w3['efficiency']:.0f} % (block phase {100 * w3['blocks_efficiency']:.0f} %); peak memory per rank "
+              f"{100 * w3['efficiency']:.0f} % (block phase {100 * w3['blocks_efficiency']:.0f} %); 2 threads without MPI "
+              f"{100 * w3['threads_efficiency']:.0f} %; peak memory per rank "
               f"{', '.join(f'{m:.0f}' for m in w3['peak_mib']['n2_per_rank'])} MiB; -n 1 half volume "
               f"{w3['peak_mib']['half_volume_n1']:.0f} MiB → full volume {w3['peak_mib']['n1']:.0f} MiB; outputs "
               f"{'identical' if w3['checks']['same_output_as_single_process'] else 'DIFFERENT'}")
