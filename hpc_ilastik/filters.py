@@ -7,6 +7,7 @@ computed in double and stored as float32; each 1-D pass is fastfilters' arithmet
 the centre tap times the sample, then one fused multiply-add per tap pair (x[+k] ± x[-k]), k = 1..r.
 """
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 
@@ -15,7 +16,7 @@ from numba import njit
 
 from hpc_ilastik.kernels import gaussian_kernel
 
-_CHUNK = 2048  # floats of one line processed together when convolving along a non-contiguous axis
+_CHUNK = 2048  # floats of a row or plane processed together by a pass along y or z
 
 Region = tuple[tuple[int, int], ...]  # (start, stop) per axis of a zyx array
 
@@ -32,31 +33,6 @@ def _mirror_map(n: int, start: int, count: int) -> np.ndarray:
         i = abs(start + p) % period
         idx[p] = period - i if i >= n else i
     return idx
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _convolve_rows(src, half, antisym, out, lo):
-    """Convolve each row of the 2-D array src along its contiguous axis into out[:, :w], output position
-    i being line position lo + i; half = taps 0..r."""
-    n = src.shape[1]
-    m, w = out.shape
-    r = half.shape[0] - 1
-    idx = _mirror_map(n, lo - r, w + 2 * r)
-    inside0 = min(max(r - lo, 0), w + 2 * r)  # buf[inside0:inside1] = s[lo - r + inside0:...] needs no mirror
-    inside1 = max(min(n - lo + r, w + 2 * r), inside0)
-    mirrored = inside0 > 0 or inside1 < w + 2 * r
-    buf = np.empty(w + 2 * r, np.float32)
-    for row in range(m):
-        s = src[row]
-        if mirrored:
-            for p in range(inside0):
-                buf[p] = s[idx[p]]
-            buf[inside0:inside1] = s[lo - r + inside0:lo - r + inside1]
-            for p in range(inside1, w + 2 * r):
-                buf[p] = s[idx[p]]
-            _accumulate(buf, r, w, half, antisym, out[row])
-        else:
-            _accumulate(s[lo - r:lo + w + r], r, w, half, antisym, out[row])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -99,32 +75,133 @@ def _accumulate_taps(buf, r, n, half, antisym, out):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _convolve_lines(src, half, antisym, out, lo):
-    """Convolve (outer, n, inner) arrays along axis 1 into out (outer, w, inner), output position i being
-    line position lo + i; a contiguous chunk of `inner` at a time, with _accumulate_taps' arithmetic."""
-    outer, n, inner = src.shape
-    w = out.shape[1]
+def _line_pass(src, offsets, half, antisym, out):
+    """out[t] = half[0]·src[offsets[0] + t] + sum_k half[k]·(src[offsets[-k] + t] ± src[offsets[+k] + t]) for
+    the k = 1..r of offsets (2r+1 starts into the flat src), a chunk at a time: fastfilters' arithmetic along
+    an axis that is not contiguous, each line of the pass being a whole row (y) or plane (z)."""
+    n = out.shape[0]
     r = half.shape[0] - 1
-    idx = _mirror_map(n, lo - r, w + 2 * r)
     h0 = half[0]
-    for b in range(outer):
-        for c0 in range(0, inner, _CHUNK):
-            c = min(_CHUNK, inner - c0)
-            for i in range(w):
-                s = src[b, idx[i + r], c0:c0 + c]
-                o = out[b, i, c0:c0 + c]
+    for c0 in range(0, n, _CHUNK):
+        c = min(_CHUNK, n - c0)
+        o = out[c0:c0 + c]
+        centre = src[offsets[r] + c0:offsets[r] + c0 + c]
+        for t in range(c):
+            o[t] = h0 * centre[t]
+        for k in range(1, r + 1):
+            hk = half[k]
+            a = src[offsets[r - k] + c0:offsets[r - k] + c0 + c]
+            b = src[offsets[r + k] + c0:offsets[r + k] + c0 + c]
+            if antisym:
                 for t in range(c):
-                    o[t] = h0 * s[t]
-                for k in range(1, r + 1):
-                    hk = half[k]
-                    a = src[b, idx[i + r - k], c0:c0 + c]
-                    z = src[b, idx[i + r + k], c0:c0 + c]
-                    if antisym:
-                        for t in range(c):
-                            o[t] += hk * (a[t] - z[t])
-                    else:
-                        for t in range(c):
-                            o[t] += hk * (a[t] + z[t])
+                    o[t] += hk * (a[t] - b[t])
+            else:
+                for t in range(c):
+                    o[t] += hk * (a[t] + b[t])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _canonical_positions(idx, inside0, inside1, lo):
+    """For each position of a mirrored line, the position computed for its source sample: itself, or the
+    unmirrored position of the same sample, which is then copied instead of filtered again."""
+    canon = np.empty(idx.shape[0], np.int64)
+    for p in range(idx.shape[0]):
+        q = idx[p] - lo
+        canon[p] = q if inside0 <= q < inside1 else p
+    return canon
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _separable_bank(src, tables, antisym, keys, lo, out):
+    """Separable filters of a (Z, Y, X) float32 array, several outputs sharing their partial passes, streamed
+    one source plane at a time so that every partial result stays in cache.
+
+    tables[a] (n_a, r_a + 1): half taps of axis a's kernels (axes z, y, x), antisym[a] their kinds; keys
+    (n_out, 3): the kernel of each axis per output. Output k at (z, y, x) is source position lo + (z, y, x)
+    filtered x first, then y, then z, as fastfilters' passes, mirrored at src's edges; out: (n_out, oz, oy, ox).
+    """
+    Z, Y, X = src.shape
+    n_out, oz, oy, ox = out.shape
+    rz, ry, rx = tables[0].shape[1] - 1, tables[1].shape[1] - 1, tables[2].shape[1] - 1
+    plane = oy * ox
+    idx_z = _mirror_map(Z, lo[0] - rz, oz + 2 * rz)
+    idx_y = _mirror_map(Y, lo[1] - ry, oy + 2 * ry)
+    idx_x = _mirror_map(X, lo[2] - rx, ox + 2 * rx)
+    x_inside0 = min(max(rx - lo[2], 0), ox + 2 * rx)
+    x_inside1 = max(min(X - lo[2] + rx, ox + 2 * rx), x_inside0)
+    rows_mirrored = x_inside0 > 0 or x_inside1 < ox + 2 * rx
+    y_canon = _canonical_positions(idx_y, min(max(ry - lo[1], 0), oy + 2 * ry),
+                                   max(min(Y - lo[1] + ry, oy + 2 * ry), 0), lo[1] - ry)
+
+    # the distinct partial results: x-filtered rows per x kernel, y-filtered planes per (y, x) kernel pair
+    x_of = np.full(tables[2].shape[0], -1, np.int64)
+    y_of = np.full((tables[1].shape[0], tables[2].shape[0]), -1, np.int64)
+    x_kernels = np.empty(n_out, np.int64)
+    y_pairs = np.empty((n_out, 2), np.int64)
+    n_x = n_y = 0
+    for k in range(n_out):
+        kz, ky, kx = keys[k, 0], keys[k, 1], keys[k, 2]
+        if x_of[kx] < 0:
+            x_of[kx] = n_x
+            x_kernels[n_x] = kx
+            n_x += 1
+        if y_of[ky, kx] < 0:
+            y_of[ky, kx] = n_y
+            y_pairs[n_y, 0] = ky
+            y_pairs[n_y, 1] = x_of[kx]
+            n_y += 1
+
+    # y-filtered planes of the last 2·rz + 1 source planes, by source plane (mirrored positions reuse them)
+    n_ring = min(2 * rz + 1, Z)
+    ring = np.empty((n_y, n_ring, plane), np.float32)
+    x_rows = np.empty((n_x, (oy + 2 * ry) * ox), np.float32)
+    line = np.empty(ox + 2 * rx, np.float32)
+    y_offsets = np.arange(2 * ry + 1) * ox
+    z_offsets = np.empty(2 * rz + 1, np.int64)
+    z_first, z_last = Z, -1
+    for p in range(oz + 2 * rz):
+        z_first = min(z_first, idx_z[p])
+        z_last = max(z_last, idx_z[p])
+    ready = np.empty(oz, np.int64)  # the last source plane output plane i needs
+    for i in range(oz):
+        ready[i] = idx_z[i]
+        for p in range(i, i + 2 * rz + 1):
+            ready[i] = max(ready[i], idx_z[p])
+
+    i = 0
+    for zs in range(z_first, z_last + 1):
+        s = src[zs]
+        for p in range(oy + 2 * ry):
+            if y_canon[p] != p:
+                continue
+            row = s[idx_y[p]]
+            if rows_mirrored:
+                for t in range(x_inside0):
+                    line[t] = row[idx_x[t]]
+                line[x_inside0:x_inside1] = row[lo[2] - rx + x_inside0:lo[2] - rx + x_inside1]
+                for t in range(x_inside1, ox + 2 * rx):
+                    line[t] = row[idx_x[t]]
+                taken = line
+            else:
+                taken = row[lo[2] - rx:lo[2] + ox + rx]
+            for j in range(n_x):
+                kx = x_kernels[j]
+                _accumulate(taken, rx, ox, tables[2][kx], antisym[2][kx], x_rows[j, p * ox:(p + 1) * ox])
+        for p in range(oy + 2 * ry):
+            if y_canon[p] != p:
+                x_rows[:, p * ox:(p + 1) * ox] = x_rows[:, y_canon[p] * ox:(y_canon[p] + 1) * ox]
+        slot = zs % n_ring
+        for j in range(n_y):
+            ky = y_pairs[j, 0]
+            _line_pass(x_rows[y_pairs[j, 1]], y_offsets, tables[1][ky], antisym[1][ky], ring[j, slot])
+        while i < oz and ready[i] == zs:
+            for t in range(2 * rz + 1):
+                z_offsets[t] = (idx_z[i + t] % n_ring) * plane
+            for k in range(n_out):
+                kz = keys[k, 0]
+                _line_pass(ring[y_of[keys[k, 1], keys[k, 2]]].reshape(n_ring * plane), z_offsets, tables[0][kz],
+                           antisym[0][kz], out[k, i].reshape(plane))
+            i += 1
 
 
 def full_region(shape: Sequence[int]) -> Region:
@@ -146,72 +223,39 @@ def region_slices(region: Region) -> tuple[slice, ...]:
     return tuple(slice(lo, hi) for lo, hi in region)
 
 
-def convolve_axis(img: np.ndarray, taps: np.ndarray, axis: int, span: tuple[int, int] | None = None) -> np.ndarray:
-    """True convolution of a float32 zyx array with a symmetric or antisymmetric odd-length kernel.
-
-    `span` = (start, stop) along `axis` limits the output to those positions (the input is read where
-    the kernel reaches, mirrored at the array's own edges); default: the whole axis.
-    """
-    taps = np.asarray(taps, dtype=np.float64)
-    r = (taps.size - 1) // 2
-    if taps.size % 2 == 0:
-        raise ValueError("kernel length must be odd")
-    nan_tap = np.isnan(taps).any()
-    if nan_tap or np.array_equal(taps, taps[::-1]):
-        antisym = False
-    elif np.array_equal(taps, -taps[::-1]):
-        antisym = True
-    else:
-        raise ValueError("kernel must be symmetric or antisymmetric")
-    if axis not in (0, 1, 2):
-        raise ValueError(f"axis must be 0, 1 or 2, not {axis}")
-    half = np.ascontiguousarray(taps[r:], dtype=np.float32)
-    src = np.ascontiguousarray(img, dtype=np.float32)
-    lo, hi = span if span is not None else (0, src.shape[axis])
-    shape = list(src.shape)
-    shape[axis] = hi - lo
-    out = np.empty(shape, np.float32)
-    z, y, x = src.shape
-    if axis == 2:
-        _convolve_rows(src.reshape(z * y, x), half, antisym, out.reshape(z * y, hi - lo), lo)
-    elif axis == 1:
-        _convolve_lines(src, half, antisym, out, lo)
-    else:
-        _convolve_lines(src.reshape(1, z, y * x), half, antisym, out.reshape(1, hi - lo, y * x), lo)
-    return out
+_IDENTITY = (np.ones((1, 1), np.float32), np.zeros(1, np.bool_))  # the "kernel" of an axis left alone
 
 
-def convolve_separable(img: np.ndarray, kernels: Sequence[np.ndarray | None]) -> np.ndarray:
-    """Apply one 1-D kernel per axis of a zyx array (None = leave that axis alone), x first."""
-    out = np.ascontiguousarray(img, dtype=np.float32)
-    for axis in reversed(range(len(kernels))):
-        if kernels[axis] is not None:
-            out = convolve_axis(out, kernels[axis], axis)
-    return out
+@functools.lru_cache(maxsize=64)
+def _kernel_table(sigma: float, window: float) -> tuple[np.ndarray, np.ndarray]:
+    """Half taps (offsets 0..r, float32) of the order 0, 1 and 2 kernels, and which are antisymmetric."""
+    kernels = [gaussian_kernel(sigma, order, window) for order in (0, 1, 2)]
+    r = (kernels[0].size - 1) // 2
+    return np.array([k[r:] for k in kernels], np.float32), np.array([False, True, False])
 
 
 def derivative_bank(
     img: np.ndarray, sigma: float, window: float, axes: Sequence[int], orders: Iterable[tuple[int, ...]],
     region: Region | None = None,
 ) -> dict[tuple[int, ...], np.ndarray]:
-    """Gaussian derivatives of img for each orders tuple (derivative order per entry of axes).
+    """Gaussian derivatives of a zyx img for each orders tuple (derivative order per entry of axes).
 
-    Partial results along the axes filtered first (the contiguous x first) are shared between
-    tuples, e.g. the Hessian and the gradient reuse one x-smoothed and one x-differentiated image.
-    `region` ((start, stop) per zyx axis) limits the outputs to that box of img: each pass computes only
-    its own axis' part of the box, axes that are not filtered are cut to it first.
+    One streamed pass over img computes them all: partial results along the axes filtered first (the
+    contiguous x first) are shared between tuples, e.g. the Hessian and the gradient reuse one x-smoothed
+    and one x-differentiated row, and stay in cache. `region` ((start, stop) per zyx axis) limits the
+    outputs to that box of img; the kernels read img around it, mirrored at img's own edges.
     """
     region = region or full_region(img.shape)
-    wanted = set(orders)
-    kernels = {o: gaussian_kernel(sigma, o, window) for t in wanted for o in t}
-    cut = tuple(slice(*region[a]) if a not in axes else slice(None) for a in range(img.ndim))
-    level: dict[tuple[int, ...], np.ndarray] = {(): np.ascontiguousarray(img[cut], dtype=np.float32)}
-    for pos in reversed(range(len(axes))):
-        level = {
-            key: convolve_axis(level[key[1:]], kernels[key[0]], axes[pos], region[axes[pos]])
-            for key in {t[pos:] for t in wanted}
-        }
-    return {t: level[t] for t in wanted}
+    wanted = list(dict.fromkeys(orders))
+    axes = tuple(axes)
+    table = _kernel_table(float(sigma), float(window))
+    tables = [table if a in axes else _IDENTITY for a in range(3)]
+    keys = np.array([[t[axes.index(a)] if a in axes else 0 for a in range(3)] for t in wanted], np.int64)
+    out = np.empty((len(wanted),) + tuple(hi - lo for lo, hi in region), np.float32)
+    _separable_bank(np.ascontiguousarray(img, dtype=np.float32), tuple(t[0] for t in tables),
+                    tuple(t[1] for t in tables), keys.reshape(-1, 3), np.array([lo for lo, _ in region], np.int64),
+                    out)
+    return {t: out[k] for k, t in enumerate(wanted)}
 
 
 def _unit(n: int, i: int) -> tuple[int, ...]:

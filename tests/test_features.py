@@ -11,7 +11,7 @@ from scipy import ndimage
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.features import (FeatureSelection, compute_features, feature_sigma, plan_features,
                                   presmoothing_sigma)
-from hpc_ilastik.filters import (convolve_axis, convolve_separable, eigenvalues, gaussian_smoothing, gradient, hessian,
+from hpc_ilastik.filters import (derivative_bank, eigenvalues, gaussian_smoothing, gradient, hessian,
                                  hessian_orders)
 from hpc_ilastik.kernels import FEATURE_WINDOW, PRESMOOTH_WINDOW, gaussian_kernel, kernel_radius
 
@@ -135,9 +135,11 @@ def test_kernel_normalisation_through_convolution(sigma, window):
     assert k0.size == k1.size == k2.size == 2 * r + 1
     assert k0.sum() == pytest.approx(1.0, abs=1e-12)
     assert k2.sum() == pytest.approx(0.0, abs=1e-12)  # DC removed
-    np.testing.assert_allclose(convolve_axis(ramp, k1, 2)[inner], 1.0, rtol=1e-5)
-    np.testing.assert_allclose(convolve_axis(half_square, k2, 2)[inner], 1.0, rtol=1e-4)
-    np.testing.assert_allclose(convolve_axis(ramp, k0, 2)[inner], ramp[inner], rtol=1e-6)
+    along_x = {order: derivative_bank(img, sigma, window, (2,), [(order,)])[(order,)]
+               for img, order in ((ramp, 1), (half_square, 2), (ramp, 0))}
+    np.testing.assert_allclose(along_x[1][inner], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(along_x[2][inner], 1.0, rtol=1e-4)
+    np.testing.assert_allclose(along_x[0][inner], ramp[inner], rtol=1e-6)
 
 
 def test_zero_width_derivative_kernel_is_nan():
@@ -148,20 +150,26 @@ def test_zero_width_derivative_kernel_is_nan():
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
 @pytest.mark.parametrize("order", [0, 1, 2])
-def test_convolve_axis_is_scipy_mirror(axis, order):
+def test_one_axis_is_scipy_mirror(axis, order):
     rng = np.random.default_rng(axis * 3 + order)
     img = rng.uniform(0, 255, (7, 9, 11)).astype(np.float32)
     for sigma in (0.7, 2.0, 6.0):  # 6.0: kernel longer than the line, mirrored repeatedly
-        k = gaussian_kernel(sigma, order, 3.5)
-        ref = ndimage.convolve1d(img.astype(np.float64), k, axis=axis, mode="mirror")
-        np.testing.assert_allclose(convolve_axis(img, k, axis), ref, atol=2e-5 * 255)
+        ref = ndimage.convolve1d(img.astype(np.float64), gaussian_kernel(sigma, order, 3.5), axis=axis, mode="mirror")
+        np.testing.assert_allclose(derivative_bank(img, sigma, 3.5, (axis,), [(order,)])[(order,)], ref,
+                                   atol=2e-5 * 255)
 
 
-def test_convolve_separable_skips_none_axes():
+def test_a_bank_on_a_region_equals_scipys_separable_filters_cut_to_it():
+    """Every output of one streamed bank equals scipy's separable filters on the whole image, cut to the region."""
     img = np.random.default_rng(4).uniform(0, 255, (6, 20, 22)).astype(np.float32)
-    ky, kx = gaussian_kernel(1.6, 1, 2.0), gaussian_kernel(2.5, 0, 3.5)
-    ref = ndimage.convolve1d(ndimage.convolve1d(img.astype(np.float64), ky, 1, mode="mirror"), kx, 2, mode="mirror")
-    np.testing.assert_allclose(convolve_separable(img, [None, ky, kx]), ref, atol=1e-5 * 255)
+    region = ((1, 5), (0, 17), (3, 22))
+    cut = tuple(slice(lo, hi) for lo, hi in region)
+    orders = [(0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2)]
+    bank = derivative_bank(img, 1.6, 2.0, (1, 2), orders, region)
+    for oy, ox in orders:
+        ky, kx = gaussian_kernel(1.6, oy, 2.0), gaussian_kernel(1.6, ox, 2.0)
+        ref = ndimage.convolve1d(ndimage.convolve1d(img.astype(np.float64), kx, 2, mode="mirror"), ky, 1, mode="mirror")
+        np.testing.assert_allclose(bank[(oy, ox)], ref[cut], atol=1e-5 * 255)
 
 
 def _fastfilters_ev3d(upper: list[np.ndarray]) -> np.ndarray:
