@@ -14,12 +14,11 @@ import xml.etree.ElementTree as ElementTree
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import h5py
-import imageio.v3 as iio
 import numpy as np
-import tifffile
 
 from hpc_ilastik.axes import (
     INTERNAL_AXES,
@@ -32,6 +31,9 @@ from hpc_ilastik.axes import (
 )
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.n5 import list_n5_datasets, open_n5_dataset, read_n5_attributes
+
+if TYPE_CHECKING:
+    import tifffile
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +233,7 @@ def _open_file(external: str, inner: str, cache: bool) -> _Data:
         if ext in _TIFF_EXTS:
             return _open_tiff(external)
         return _open_image(external, cache)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, tifffile.TiffFileError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # tifffile's TiffFileError is a ValueError
         raise UserError(f"Cannot read {external}: {exc}") from exc
 
 
@@ -444,12 +446,16 @@ def _open_npz(path: str, key: str, cache: bool) -> _Data:
 
 
 def _open_image(path: str, cache: bool) -> _Data:
+    import imageio.v3 as iio  # lazy here, as zarr: imported only by runs that read or write this format
+
     props = iio.improps(path, index=0)
     axes = "yx" if len(props.shape) == 2 else "yxc"
     return _Data(tuple(props.shape), props.dtype, axes, _whole_file_reader(lambda: iio.imread(path, index=0), cache))
 
 
 def _open_tiff(path: str) -> _Data:
+    import tifffile  # lazy here, as zarr: imported only by runs that read or write this format
+
     with tifffile.TiffFile(path) as tif:
         if len(tif.series) > 1:
             logger.warning("%s holds %d image series; reading the first.", path, len(tif.series))
@@ -480,7 +486,7 @@ def _tiff_axes(letters: str, path: str) -> str | None:
     return axes
 
 
-def _tiff_pixel_sizes(tif: tifffile.TiffFile, axes: str) -> tuple[PerAxis | None, PerAxis | None]:
+def _tiff_pixel_sizes(tif: "tifffile.TiffFile", axes: str) -> tuple[PerAxis | None, PerAxis | None]:
     """Pixel sizes and units from OME-XML or ImageJ metadata (ilastik's rules); (None, None) if absent."""
     if tif.ome_metadata:
         pixels = ElementTree.fromstring(tif.ome_metadata).find(".//{*}Image/{*}Pixels")

@@ -17,7 +17,6 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import numcodecs
 import numpy as np
 
 from hpc_ilastik.errors import UserError
@@ -247,6 +246,7 @@ def _codec(compression: Mapping):
     kind = compression.get("type")
     if kind == "raw":
         return None
+    import numcodecs  # lazy here: raw chunks (our default) need no codec, and numcodecs loads every codec it has
     if kind == "gzip":
         level = compression.get("level", -1)
         return numcodecs.Zlib(level) if compression.get("useZlib") else numcodecs.GZip(level)

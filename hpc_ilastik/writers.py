@@ -32,8 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
-import tifffile
-from PIL import Image
 
 from hpc_ilastik import __version__
 from hpc_ilastik.axes import make_axistags
@@ -660,6 +658,8 @@ def _save_ome_tiff(path: str, image: np.ndarray, axes: str, resolutions, units) 
             metadata[size_key] = float(size)
             if unit:
                 metadata[size_key + "Unit"] = _OME_TIFF_UNITS[unit]
+    import tifffile  # lazy here, as zarr: imported only by runs that read or write this format
+
     tifffile.imwrite(path, data, ome=True, photometric="minisblack", metadata=metadata,
                      bigtiff=_needs_bigtiff(data.nbytes), software="hpc-ilastik")
 
@@ -675,6 +675,8 @@ def _plane(image: np.ndarray, axes: str) -> np.ndarray:
 
 
 def _save_tiff(path: str, image: np.ndarray, axes: str) -> None:
+    import tifffile  # lazy here, as zarr: imported only by runs that read or write this format
+
     plane = _plane(image, axes)
     samples = 1 if plane.ndim == 2 else plane.shape[2]
     tifffile.imwrite(path, plane, photometric="rgb" if samples == 3 else "minisblack",
@@ -683,6 +685,8 @@ def _save_tiff(path: str, image: np.ndarray, axes: str) -> None:
 
 
 def _save_pillow(kind: str, path: str, image: np.ndarray, axes: str) -> None:
+    from PIL import Image  # lazy here, as zarr: imported only by runs that read or write this format
+
     Image.fromarray(_plane(image, axes)).save(path, format=kind)
 
 

@@ -14,7 +14,6 @@ import pytest
 import tifffile
 import zarr
 
-from hpc_ilastik import inputs
 from hpc_ilastik.axes import (
     default_axes,
     from_tzyxc,
@@ -198,7 +197,7 @@ def test_rgba_png_keeps_four_channels():
 def test_whole_file_images_are_decoded_once_and_reads_are_independent(monkeypatch):
     calls = []
     real = iio.imread
-    monkeypatch.setattr(inputs.iio, "imread", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(iio, "imread", lambda *a, **k: calls.append(a) or real(*a, **k))
     source = open_input(str(API / "Data_1channel.png"))
     first = source.read()
     first[...] = 0
