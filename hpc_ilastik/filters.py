@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from numba import njit
+from numba.typed import List
 
 from hpc_ilastik.kernels import gaussian_kernel
 
@@ -118,10 +119,12 @@ def _separable_bank(src, tables, antisym, keys, lo, out):
 
     tables[a] (n_a, r_a + 1): half taps of axis a's kernels (axes z, y, x), antisym[a] their kinds; keys
     (n_out, 3): the kernel of each axis per output. Output k at (z, y, x) is source position lo + (z, y, x)
-    filtered x first, then y, then z, as fastfilters' passes, mirrored at src's edges; out: (n_out, oz, oy, ox).
+    filtered x first, then y, then z, as fastfilters' passes, mirrored at src's edges; out: a list of
+    n_out (oz, oy, ox) arrays (separate arrays: one large array for all would fragment the heap over blocks).
     """
     Z, Y, X = src.shape
-    n_out, oz, oy, ox = out.shape
+    n_out = len(out)
+    oz, oy, ox = out[0].shape
     rz, ry, rx = tables[0].shape[1] - 1, tables[1].shape[1] - 1, tables[2].shape[1] - 1
     plane = oy * ox
     idx_z = _mirror_map(Z, lo[0] - rz, oz + 2 * rz)
@@ -200,7 +203,7 @@ def _separable_bank(src, tables, antisym, keys, lo, out):
             for k in range(n_out):
                 kz = keys[k, 0]
                 _line_pass(ring[y_of[keys[k, 1], keys[k, 2]]].reshape(n_ring * plane), z_offsets, tables[0][kz],
-                           antisym[0][kz], out[k, i].reshape(plane))
+                           antisym[0][kz], out[k][i].reshape(plane))
             i += 1
 
 
@@ -251,10 +254,13 @@ def derivative_bank(
     table = _kernel_table(float(sigma), float(window))
     tables = [table if a in axes else _IDENTITY for a in range(3)]
     keys = np.array([[t[axes.index(a)] if a in axes else 0 for a in range(3)] for t in wanted], np.int64)
-    out = np.empty((len(wanted),) + tuple(hi - lo for lo, hi in region), np.float32)
+    shape = tuple(hi - lo for lo, hi in region)
+    out = [np.empty(shape, np.float32) for _ in wanted]
+    if not out:
+        return {}
     _separable_bank(np.ascontiguousarray(img, dtype=np.float32), tuple(t[0] for t in tables),
                     tuple(t[1] for t in tables), keys.reshape(-1, 3), np.array([lo for lo, _ in region], np.int64),
-                    out)
+                    List(out))
     return {t: out[k] for k, t in enumerate(wanted)}
 
 
