@@ -136,8 +136,9 @@ def _flatten_tree(group: h5py.Group, topology: np.ndarray, parameters: np.ndarra
         if visited > size:
             raise _damaged(group, "the tree has a cycle")
         kinds = topology[frontier]
-        if not np.isin(kinds, (SPLIT_NODE, LEAF_NODE)).all():
-            bad = int(kinds[~np.isin(kinds, (SPLIT_NODE, LEAF_NODE))][0])
+        known = (kinds == SPLIT_NODE) | (kinds == LEAF_NODE)
+        if not known.all():
+            bad = int(kinds[~known][0])
             raise UserError(f"The random forest '{group.name}' uses node type {bad:#x}, which hpc-ilastik does not "
                             "support (only threshold splits and constant-probability leaves, as ilastik trains them).")
         levels.append(frontier)
