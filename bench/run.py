@@ -438,15 +438,15 @@ def markdown(results: list[dict], info: dict, command: str) -> str:
             f"| W3: W1 under MPI (wall time, fastest of {w3['repeats']} alternating runs each) | value | target |",
             "|---|---|---|",
             f"| parallel efficiency, `mpiexec -n 2` vs `-n 1` ({w3['block']}³ blocks), whole command "
-            f"({w3['seconds']['n1']:.1f} s vs {w3['seconds']['n2']:.1f} s) | {100 * w3['efficiency']:.0f} % "
+            f"({w3['seconds']['n1']:.1f} s vs {w3['seconds']['n2']:.1f} s) | {100 * w3['efficiency']:.1f} % "
             f"| ≥ {100 * TARGETS['efficiency']:.0f} %: {'met' if w3['efficiency'] >= TARGETS['efficiency'] else 'missed'} |",
             f"| parallel efficiency of the block phase (start-up excluded: {w3['seconds']['n1_blocks']:.1f} s vs "
-            f"{w3['seconds']['n2_blocks']:.1f} s) | {100 * w3['blocks_efficiency']:.0f} % "
+            f"{w3['seconds']['n2_blocks']:.1f} s) | {100 * w3['blocks_efficiency']:.1f} % "
             f"| ≥ {100 * TARGETS['efficiency']:.0f} %: "
             f"{'met' if w3['blocks_efficiency'] >= TARGETS['efficiency'] else 'missed'} |",
             f"| thread efficiency in one process without MPI, `--threads=2` vs `--threads=1` "
             f"({w3['seconds']['threads1']:.1f} s vs {w3['seconds']['threads2']:.1f} s) "
-            f"| {100 * w3['threads_efficiency']:.0f} % | |",
+            f"| {100 * w3['threads_efficiency']:.1f} % | |",
             f"| peak memory per rank, -n 2 | {', '.join(f'{m:.0f} MiB' for m in w3['peak_mib']['n2_per_rank'])} | |",
             f"| peak memory, -n 1: half volume → full volume | {w3['peak_mib']['half_volume_n1']:.0f} MiB → "
             f"{w3['peak_mib']['n1']:.0f} MiB (×{w3['memory_growth_for_double_volume']:.2f}) | unchanged |",
@@ -497,8 +497,8 @@ def print_result(r: dict) -> None:
     if "W3" in r:
         w3 = r["W3"]
         print(f"W3: {r['workload']} under mpiexec ({w3['block']}³ blocks): parallel efficiency at 2 ranks "
-              f"{100 * w3['efficiency']:.0f} % (block phase {100 * w3['blocks_efficiency']:.0f} %); 2 threads without MPI "
-              f"{100 * w3['threads_efficiency']:.0f} %; peak memory per rank "
+              f"{100 * w3['efficiency']:.1f} % (block phase {100 * w3['blocks_efficiency']:.1f} %); 2 threads without MPI "
+              f"{100 * w3['threads_efficiency']:.1f} %; peak memory per rank "
               f"{', '.join(f'{m:.0f}' for m in w3['peak_mib']['n2_per_rank'])} MiB; -n 1 half volume "
               f"{w3['peak_mib']['half_volume_n1']:.0f} MiB → full volume {w3['peak_mib']['n1']:.0f} MiB; outputs "
               f"{'identical' if w3['checks']['same_output_as_single_process'] else 'DIFFERENT'}")
