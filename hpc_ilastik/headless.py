@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 from dataclasses import dataclass
 
@@ -292,6 +293,11 @@ def run_image(project: Project, ensembles: list[ForestEnsemble], source: Source,
         for target, per_t in zip(targets, results):
             target.write(block, np.stack(per_t))
 
+    def read_voxels(block: blk.Block) -> int:
+        """What a block costs: the voxels of block and halo it reads (then its own voxels)."""
+        read, _ = blk.read_region(block, context, shape)
+        return math.prod(s.stop - s.start for s in read[:4]) * 2**32 + block.voxels
+
     threads = 1 if comm is not None else min(_threads(args), len(grid))
     if comm is None or comm.Get_rank() == 0:
         log.info("%s: %d block(s) of %s (tzyx) with a halo of %s (zyx); about %.2f GiB per block, %d at a time%s",
@@ -300,7 +306,7 @@ def run_image(project: Project, ensembles: list[ForestEnsemble], source: Source,
     progress = Progress(len(grid), unit="blocks", total_voxels=int(np.prod([s.stop - s.start for s in region[:4]])),
                         quiet=quiet, label=source.nickname)
     try:
-        run_blocks(grid, process, comm=comm, threads=threads, progress=progress,
+        run_blocks(grid, process, comm=comm, threads=threads, progress=progress, cost=read_voxels,
                    is_done=lambda block: all(t.writer.block_done(t.output_slices(block)) for t in targets))
     except BaseException:
         for target in targets:

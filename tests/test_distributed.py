@@ -8,6 +8,7 @@ written as N5 chunks, read back here with tensorstore (an independent N5 impleme
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import subprocess
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 import tensorstore
 
-from hpc_ilastik.blocks import plan_blocks
+from hpc_ilastik.blocks import plan_blocks, read_region
 from hpc_ilastik.distributed import (_TAG_REPORT, _TAG_REQUEST, _Dispatcher, check_resume, file_digest, get_comm,
                                      run_attributes, run_blocks)
 from hpc_ilastik.errors import UserError
@@ -212,6 +213,18 @@ def test_run_blocks_without_mpi_skips_done_blocks_and_reports_progress():
     assert [voxels[n] for n in seen] == [160, 160, 80, 80, 80, 40]
     assert (stats.computed, stats.skipped) == (6, 3)
     assert stream.getvalue().startswith("blocks 9/9 (100%; 3 already done) in ")
+
+
+def test_run_blocks_takes_the_costliest_first():
+    """headless passes the voxels each block reads (its halo clipped at the image border) as the cost: the
+    block with halo on every side goes first and lays out the memory every later block reuses."""
+    blocks = plan_blocks((1, 12, 12, 12, 1), (1, 4, 4, 4, 1))
+    halo = (2, 2, 2)
+    seen = []
+    run_blocks(blocks, lambda b: seen.append(b.index[1:4]),
+               cost=lambda b: math.prod(s.stop - s.start for s in read_region(b, halo, (1, 12, 12, 12, 1))[0]))
+    assert seen[0] == (1, 1, 1) and len(seen) == 27  # the only block with a halo on all six sides
+    assert set(seen[1:7]) == {(0, 1, 1), (2, 1, 1), (1, 0, 1), (1, 2, 1), (1, 1, 0), (1, 1, 2)}
 
 
 class _QueuedComm:
