@@ -125,7 +125,8 @@ assert dot(np.eye(3), np.arange(3.0)).tolist() == [0.0, 1.0, 2.0]
 
 
 _REFAULTS = """
-import resource, sys, threading
+import ctypes, resource, sys, threading
+ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: 4 KiB pages, whatever the machine's huge-page mode
 import numpy as np
 from hpc_ilastik.cli import keep_freed_memory
 if sys.argv[1] == "keep":
