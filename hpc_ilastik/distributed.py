@@ -120,17 +120,17 @@ class RunStats:
 
 def run_blocks(blocks: Sequence[Block] | None, process_block: Callable[[Block], None], comm: Any | None = None, *,
                is_done: Callable[[Block], bool] | None = None, progress: Progress | None = None,
-               threads: int = 1, cost: Callable[[Block], int] | None = None) -> RunStats:
+               threads: int = 1, cost: Callable[[Block], Any] | None = None) -> RunStats:
     """Run `process_block` on every block not `is_done`, shared dynamically over the ranks of `comm`
     (without one: a loop over `threads` worker threads; the kernels release the GIL). Rank 0's
     `blocks` and `progress` are used; other ranks may pass None. Every rank returns the run's statistics.
 
-    The costliest blocks go first (`cost`, default the voxels: a grid's last block along an axis is often
-    smaller), so that the ranks end on small blocks and finish close together, and each rank's first
+    The costliest blocks go first (`cost`, a sort key; default the voxels: a grid's last block along an axis
+    is often smaller), so that the ranks end on small blocks and finish close together, and each rank's first
     block lays out the memory the later ones reuse."""
     job = _Job(process_block, is_done, "blocks", lambda block: block.voxels, str)
-    key = cost or (lambda block: block.voxels)
-    largest_first = sorted(blocks, key=lambda block: -key(block)) if blocks is not None else None
+    key = cost or (lambda block: (block.voxels,))
+    largest_first = sorted(blocks, key=key, reverse=True) if blocks is not None else None
     return _run_dynamic(largest_first, job, comm, progress, threads)
 
 

@@ -102,6 +102,14 @@ def _line_pass(src, offsets, half, antisym, out):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _unmirrored(n, start, count):
+    """(inside0, inside1): the positions inside0..inside1-1 of start..start+count-1 that lie in a line of
+    length n, so need no mirror."""
+    inside0 = min(max(-start, 0), count)
+    return inside0, max(min(n - start, count), inside0)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _canonical_positions(idx, inside0, inside1, lo):
     """For each position of a mirrored line, the position computed for its source sample: itself, or the
     unmirrored position of the same sample, which is then copied instead of filtered again."""
@@ -130,11 +138,10 @@ def _separable_bank(src, tables, antisym, keys, lo, out):
     idx_z = _mirror_map(Z, lo[0] - rz, oz + 2 * rz)
     idx_y = _mirror_map(Y, lo[1] - ry, oy + 2 * ry)
     idx_x = _mirror_map(X, lo[2] - rx, ox + 2 * rx)
-    x_inside0 = min(max(rx - lo[2], 0), ox + 2 * rx)
-    x_inside1 = max(min(X - lo[2] + rx, ox + 2 * rx), x_inside0)
+    x_inside0, x_inside1 = _unmirrored(X, lo[2] - rx, ox + 2 * rx)
     rows_mirrored = x_inside0 > 0 or x_inside1 < ox + 2 * rx
-    y_canon = _canonical_positions(idx_y, min(max(ry - lo[1], 0), oy + 2 * ry),
-                                   max(min(Y - lo[1] + ry, oy + 2 * ry), 0), lo[1] - ry)
+    y_inside0, y_inside1 = _unmirrored(Y, lo[1] - ry, oy + 2 * ry)
+    y_canon = _canonical_positions(idx_y, y_inside0, y_inside1, lo[1] - ry)
 
     # the distinct partial results: x-filtered rows per x kernel, y-filtered planes per (y, x) kernel pair
     x_of = np.full(tables[2].shape[0], -1, np.int64)
@@ -250,16 +257,16 @@ def derivative_bank(
     """
     region = region or full_region(img.shape)
     wanted = list(dict.fromkeys(orders))
+    if not wanted:
+        return {}
     axes = tuple(axes)
     table = _kernel_table(float(sigma), float(window))
     tables = [table if a in axes else _IDENTITY for a in range(3)]
     keys = np.array([[t[axes.index(a)] if a in axes else 0 for a in range(3)] for t in wanted], np.int64)
     shape = tuple(hi - lo for lo, hi in region)
     out = [np.empty(shape, np.float32) for _ in wanted]
-    if not out:
-        return {}
     _separable_bank(np.ascontiguousarray(img, dtype=np.float32), tuple(t[0] for t in tables),
-                    tuple(t[1] for t in tables), keys.reshape(-1, 3), np.array([lo for lo, _ in region], np.int64),
+                    tuple(t[1] for t in tables), keys, np.array([lo for lo, _ in region], np.int64),
                     List(out))
     return {t: out[k] for k, t in enumerate(wanted)}
 

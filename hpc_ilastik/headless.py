@@ -293,10 +293,10 @@ def run_image(project: Project, ensembles: list[ForestEnsemble], source: Source,
         for target, per_t in zip(targets, results):
             target.write(block, np.stack(per_t))
 
-    def read_voxels(block: blk.Block) -> int:
-        """What a block costs: the voxels of block and halo it reads (then its own voxels)."""
+    def read_voxels(block: blk.Block) -> tuple[int, int]:
+        """What a block costs: the voxels of block and halo it reads, then its own voxels."""
         read, _ = blk.read_region(block, context, shape)
-        return math.prod(s.stop - s.start for s in read[:4]) * 2**32 + block.voxels
+        return math.prod(s.stop - s.start for s in read[:4]), block.voxels
 
     threads = 1 if comm is not None else min(_threads(args), len(grid))
     if comm is None or comm.Get_rank() == 0:

@@ -14,8 +14,8 @@ import xml.etree.ElementTree as ElementTree
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
