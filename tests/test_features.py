@@ -172,6 +172,22 @@ def test_a_bank_on_a_region_equals_scipys_separable_filters_cut_to_it():
         np.testing.assert_allclose(bank[(oy, ox)], ref[cut], atol=1e-5 * 255)
 
 
+@pytest.mark.parametrize("z_size, z_region", [(29, (3, 27)), (21, (0, 21)), (40, (17, 40)), (9, (2, 9))])
+def test_output_planes_filtered_along_z_in_batches_equal_scipy(z_size, z_region):
+    """The bank filters several output planes along z at once (`_Z_BATCH`): every batch, the last one
+    shorter, reads the right source planes of its ring, mirrored at either end of z."""
+    img = np.random.default_rng(z_size).uniform(0, 255, (z_size, 6, 7)).astype(np.float32)
+    region = (z_region, (0, 6), (1, 7))
+    orders = [(0, 0, 0), (1, 0, 0), (2, 0, 0), (1, 1, 0), (0, 0, 1)]
+    for sigma in (1.0, 2.5):  # radius 4 and 9 of window 3.5: rings of 2r + _Z_BATCH planes, mirrored at both ends
+        bank = derivative_bank(img, sigma, 3.5, (0, 1, 2), orders, region)
+        for order in orders:
+            ref = img.astype(np.float64)
+            for axis, o in enumerate(order):
+                ref = ndimage.convolve1d(ref, gaussian_kernel(sigma, o, 3.5), axis=axis, mode="mirror")
+            np.testing.assert_allclose(bank[order], ref[tuple(slice(lo, hi) for lo, hi in region)], atol=2e-5 * 255)
+
+
 def _fastfilters_ev3d(upper: list[np.ndarray]) -> np.ndarray:
     """fastfilters' _ev3d_avx2 (linalg_avx2.c with avx_mathfun.h's atan2_256_ps and sincos256_ps, built
     without FMA), transcribed lane-wise in numpy float32: every operation rounded on its own."""
