@@ -13,11 +13,11 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from numba import njit
-from numba.typed import List
 
 from hpc_ilastik.kernels import gaussian_kernel
 
 _CHUNK = 2048  # floats of a row or plane processed together by a pass along y or z
+_MAX_OUTPUTS = 27  # a bank's distinct outputs at most: a kernel of order 0, 1 or 2 per axis
 _Z_BATCH = 8  # output planes filtered along z together: each chunk of the source planes is read from L3 once for all
 
 Region = tuple[tuple[int, int], ...]  # (start, stop) per axis of a zyx array
@@ -135,11 +135,13 @@ def _separable_bank(src, tables, antisym, keys, lo, out):
 
     tables[a] (n_a, r_a + 1): half taps of axis a's kernels (axes z, y, x), antisym[a] their kinds; keys
     (n_out, 3): the kernel of each axis per output. Output k at (z, y, x) is source position lo + (z, y, x)
-    filtered x first, then y, then z, as fastfilters' passes, mirrored at src's edges; out: a list of
-    n_out (oz, oy, ox) arrays (separate arrays: one large array for all would fragment the heap over blocks).
+    filtered x first, then y, then z, as fastfilters' passes, mirrored at src's edges; out: a tuple of
+    _MAX_OUTPUTS arrays, the first n_out of them (oz, oy, ox) (separate arrays: one large array for all would
+    fragment the heap over blocks; a tuple of fixed length: one compiled kernel, cached, where a typed list
+    would compile its own helpers in every process, 0.4 s).
     """
     Z, Y, X = src.shape
-    n_out = len(out)
+    n_out = keys.shape[0]
     oz, oy, ox = out[0].shape
     rz, ry, rx = tables[0].shape[1] - 1, tables[1].shape[1] - 1, tables[2].shape[1] - 1
     plane = oy * ox
@@ -260,6 +262,7 @@ def region_slices(region: Region) -> tuple[slice, ...]:
 
 
 _IDENTITY = (np.ones((1, 1), np.float32), np.zeros(1, np.bool_))  # the "kernel" of an axis left alone
+_NO_OUTPUT = np.empty((0, 0, 0), np.float32)  # fills the bank's tuple of outputs
 
 
 @functools.lru_cache(maxsize=64)
@@ -286,6 +289,8 @@ def derivative_bank(
     if not wanted:
         return {}
     axes = tuple(axes)
+    if any(len(t) != len(axes) or not set(t) <= {0, 1, 2} for t in wanted):
+        raise ValueError(f"derivative orders must be 0, 1 or 2 per axis of {axes}, got {wanted}")
     table = _kernel_table(float(sigma), float(window))
     tables = [table if a in axes else _IDENTITY for a in range(3)]
     keys = np.array([[t[axes.index(a)] if a in axes else 0 for a in range(3)] for t in wanted], np.int64)
@@ -293,7 +298,7 @@ def derivative_bank(
     out = [np.empty(shape, np.float32) for _ in wanted]
     _separable_bank(np.ascontiguousarray(img, dtype=np.float32), tuple(t[0] for t in tables),
                     tuple(t[1] for t in tables), keys, np.array([lo for lo, _ in region], np.int64),
-                    List(out))
+                    tuple(out) + (_NO_OUTPUT,) * (_MAX_OUTPUTS - len(out)))
     return {t: out[k] for k, t in enumerate(wanted)}
 
 

@@ -124,6 +124,23 @@ assert dot(np.eye(3), np.arange(3.0)).tolist() == [0.0, 1.0, 2.0]
     np.testing.assert_array_equal(values, data["probs"])
 
 
+def test_a_later_run_compiles_nothing(data, tmp_path):
+    """numba compiles every kernel once, into its cache: a later process (every rank of every run) only
+    loads them. A numba typed List, for one, compiled its helpers afresh in every process (0.4 s)."""
+    with h5py.File(tmp_path / "in.h5", "w") as f:
+        f["raw"] = data["image"]
+    script = f"""
+from numba.core import event
+from hpc_ilastik.cli import main
+with event.install_recorder("numba:compile") as recorder:
+    assert main(["--headless", "--project={PROJECT}", "--output_filename_format={tmp_path}/out", "{tmp_path}/in.h5/raw"]) == 0
+print(sorted({{e.data["dispatcher"].py_func.__qualname__ for _, e in recorder.buffer if e.is_start}}))
+"""
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[-1].stderr
+    assert runs[1].stdout.splitlines()[-1] == "[]"  # the first run may have filled the cache
+
+
 _REFAULTS = """
 import ctypes, resource, sys, threading
 ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: 4 KiB pages, whatever the machine's huge-page mode
