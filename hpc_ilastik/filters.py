@@ -18,7 +18,6 @@ from hpc_ilastik.kernels import gaussian_kernel
 
 _CHUNK = 2048  # floats of a row or plane processed together by a pass along y or z
 _MAX_OUTPUTS = 27  # a bank's distinct outputs at most: a kernel of order 0, 1 or 2 per axis
-_Z_BATCH = 8  # output planes filtered along z together: each chunk of the source planes is read from L3 once for all
 
 Region = tuple[tuple[int, int], ...]  # (start, stop) per axis of a zyx array
 
@@ -77,34 +76,29 @@ def _accumulate_taps(buf, r, n, half, antisym, out):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _chunk_pass(src, offsets, half, antisym, out, c0, c):
-    """out[c0:c0+c] = half[0]·src[offsets[0] + t] + sum_k half[k]·(src[offsets[-k] + t] ± src[offsets[+k] + t]),
-    t = c0..c0+c-1, for the k = 1..r of offsets (2r+1 starts into the flat src): fastfilters' arithmetic along
+def _line_pass(src, offsets, half, antisym, out):
+    """out[t] = half[0]·src[offsets[0] + t] + sum_k half[k]·(src[offsets[-k] + t] ± src[offsets[+k] + t]) for
+    the k = 1..r of offsets (2r+1 starts into the flat src), a chunk at a time: fastfilters' arithmetic along
     an axis that is not contiguous, each line of the pass being a whole row (y) or plane (z)."""
+    n = out.shape[0]
     r = half.shape[0] - 1
     h0 = half[0]
-    o = out[c0:c0 + c]
-    centre = src[offsets[r] + c0:offsets[r] + c0 + c]
-    for t in range(c):
-        o[t] = h0 * centre[t]
-    for k in range(1, r + 1):
-        hk = half[k]
-        a = src[offsets[r - k] + c0:offsets[r - k] + c0 + c]
-        b = src[offsets[r + k] + c0:offsets[r + k] + c0 + c]
-        if antisym:
-            for t in range(c):
-                o[t] += hk * (a[t] - b[t])
-        else:
-            for t in range(c):
-                o[t] += hk * (a[t] + b[t])
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _line_pass(src, offsets, half, antisym, out):
-    """The whole of out by `_chunk_pass`, a chunk at a time."""
-    n = out.shape[0]
     for c0 in range(0, n, _CHUNK):
-        _chunk_pass(src, offsets, half, antisym, out, c0, min(_CHUNK, n - c0))
+        c = min(_CHUNK, n - c0)
+        o = out[c0:c0 + c]
+        centre = src[offsets[r] + c0:offsets[r] + c0 + c]
+        for t in range(c):
+            o[t] = h0 * centre[t]
+        for k in range(1, r + 1):
+            hk = half[k]
+            a = src[offsets[r - k] + c0:offsets[r - k] + c0 + c]
+            b = src[offsets[r + k] + c0:offsets[r + k] + c0 + c]
+            if antisym:
+                for t in range(c):
+                    o[t] += hk * (a[t] - b[t])
+            else:
+                for t in range(c):
+                    o[t] += hk * (a[t] + b[t])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -129,9 +123,7 @@ def _canonical_positions(idx, inside0, inside1, lo):
 @njit(cache=True, nogil=True, error_model="numpy")
 def _separable_bank(src, tables, antisym, keys, lo, out):
     """Separable filters of a (Z, Y, X) float32 array, several outputs sharing their partial passes, streamed
-    one source plane at a time so that every partial result stays in cache; output planes are filtered
-    along z _Z_BATCH at a time, so that the source planes go through L3 once per batch, not once per plane
-    and output (two ranks on one L3, or one rank beside a busy memory bus, then slow down far less).
+    one source plane at a time so that every partial result stays in cache.
 
     tables[a] (n_a, r_a + 1): half taps of axis a's kernels (axes z, y, x), antisym[a] their kinds; keys
     (n_out, 3): the kernel of each axis per output. Output k at (z, y, x) is source position lo + (z, y, x)
@@ -171,20 +163,18 @@ def _separable_bank(src, tables, antisym, keys, lo, out):
             y_pairs[n_y, 1] = x_of[kx]
             n_y += 1
 
-    # y-filtered planes of the last 2·rz + _Z_BATCH source planes, by source plane (mirrored positions reuse them)
-    n_ring = min(2 * rz + _Z_BATCH, Z)
+    # y-filtered planes of the last 2·rz + 1 source planes, by source plane (mirrored positions reuse them)
+    n_ring = min(2 * rz + 1, Z)
     ring = np.empty((n_y, n_ring, plane), np.float32)
     x_rows = np.empty((n_x, (oy + 2 * ry) * ox), np.float32)
     line = np.empty(ox + 2 * rx, np.float32)
     y_offsets = np.arange(2 * ry + 1) * ox
-    z_offsets = np.empty((_Z_BATCH, 2 * rz + 1), np.int64)
-    pair_of = y_of[keys[:, 1], keys[:, 2]]
-    by_pair = np.argsort(pair_of, kind="mergesort")  # outputs grouped by their (y, x) pair
+    z_offsets = np.empty(2 * rz + 1, np.int64)
     z_first, z_last = Z, -1
     for p in range(oz + 2 * rz):
         z_first = min(z_first, idx_z[p])
         z_last = max(z_last, idx_z[p])
-    ready = np.empty(oz, np.int64)  # the last source plane output plane i needs (non-decreasing in i)
+    ready = np.empty(oz, np.int64)  # the last source plane output plane i needs
     for i in range(oz):
         ready[i] = idx_z[i]
         for p in range(i, i + 2 * rz + 1):
@@ -216,30 +206,14 @@ def _separable_bank(src, tables, antisym, keys, lo, out):
         for j in range(n_y):
             ky = y_pairs[j, 0]
             _line_pass(x_rows[y_pairs[j, 1]], y_offsets, tables[1][ky], antisym[1][ky], ring[j, slot])
-        # up to _Z_BATCH output planes at once, once the last of them is ready (the window of source planes
-        # they need spans at most 2·rz + _Z_BATCH of them: all in the ring); chunk by chunk, so that the
-        # chunks of the source planes stay in L2 for every output plane and every output of a pair
-        while i < oz and ready[min(i + _Z_BATCH, oz) - 1] == zs:
-            nb = min(_Z_BATCH, oz - i)
-            for b in range(nb):
-                for t in range(2 * rz + 1):
-                    z_offsets[b, t] = (idx_z[i + b + t] % n_ring) * plane
-            first = 0
-            for j in range(n_y):
-                last = first
-                while last < n_out and pair_of[by_pair[last]] == j:
-                    last += 1
-                flat = ring[j].reshape(n_ring * plane)
-                for c0 in range(0, plane, _CHUNK):
-                    c = min(_CHUNK, plane - c0)
-                    for m in range(first, last):
-                        k = by_pair[m]
-                        kz = keys[k, 0]
-                        for b in range(nb):
-                            _chunk_pass(flat, z_offsets[b], tables[0][kz], antisym[0][kz], out[k][i + b].reshape(plane),
-                                        c0, c)
-                first = last
-            i += nb
+        while i < oz and ready[i] == zs:
+            for t in range(2 * rz + 1):
+                z_offsets[t] = (idx_z[i + t] % n_ring) * plane
+            for k in range(n_out):
+                kz = keys[k, 0]
+                _line_pass(ring[y_of[keys[k, 1], keys[k, 2]]].reshape(n_ring * plane), z_offsets, tables[0][kz],
+                           antisym[0][kz], out[k][i].reshape(plane))
+            i += 1
 
 
 def full_region(shape: Sequence[int]) -> Region:

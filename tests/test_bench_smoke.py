@@ -32,3 +32,13 @@ def test_quick_bench_runs_and_agrees_with_the_baselines(tmp_path):
     text = readme.read_text()
     assert "old table" not in text and text.startswith("# bench\n") and text.endswith("notes\n")
     assert "| W1: 3D uint8 72³" in text and "parallel efficiency" in text and "`--threads=2`" in text
+
+
+def test_quick_contention_bench_times_features_alone_and_beside_a_busy_core():
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "contention.py"), "--quick"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    alone, memory, twin = done.stdout.splitlines()
+    assert "60 channels" in alone and "32³ block" in alone and alone.endswith("ms alone")
+    for line, neighbour in ((memory, "streaming memory"), (twin, "computing the same features")):
+        assert neighbour in line and float(line.rsplit(", ", 1)[1].split("×")[0]) > 0

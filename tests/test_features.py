@@ -173,13 +173,13 @@ def test_a_bank_on_a_region_equals_scipys_separable_filters_cut_to_it():
 
 
 @pytest.mark.parametrize("z_size, z_region", [(29, (3, 27)), (21, (0, 21)), (40, (17, 40)), (9, (2, 9))])
-def test_output_planes_filtered_along_z_in_batches_equal_scipy(z_size, z_region):
-    """The bank filters several output planes along z at once (`_Z_BATCH`): every batch, the last one
-    shorter, reads the right source planes of its ring, mirrored at either end of z."""
+def test_the_streamed_z_pass_equals_scipy(z_size, z_region):
+    """Output planes filtered along z from the bank's ring of source planes: each reads the right planes,
+    mirrored at either end of z, for regions that start and stop inside the image or at its edges."""
     img = np.random.default_rng(z_size).uniform(0, 255, (z_size, 6, 7)).astype(np.float32)
     region = (z_region, (0, 6), (1, 7))
     orders = [(0, 0, 0), (1, 0, 0), (2, 0, 0), (1, 1, 0), (0, 0, 1)]
-    for sigma in (1.0, 2.5):  # radius 4 and 9 of window 3.5: rings of 2r + _Z_BATCH planes, mirrored at both ends
+    for sigma in (1.0, 2.5):  # radius 4 and 9 of window 3.5: rings of 2r + 1 planes, mirrored at both ends
         bank = derivative_bank(img, sigma, 3.5, (0, 1, 2), orders, region)
         for order in orders:
             ref = img.astype(np.float64)
