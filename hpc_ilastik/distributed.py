@@ -130,8 +130,8 @@ def run_blocks(blocks: Sequence[Block] | None, process_block: Callable[[Block], 
     block lays out the memory the later ones reuse."""
     job = _Job(process_block, is_done, "blocks", lambda block: block.voxels, str)
     key = cost or (lambda block: (block.voxels,))
-    largest_first = sorted(blocks, key=key, reverse=True) if blocks is not None else None
-    return _run_dynamic(largest_first, job, comm, progress, threads)
+    costliest_first = sorted(blocks, key=key, reverse=True) if blocks is not None else None
+    return _run_dynamic(costliest_first, job, comm, progress, threads)
 
 
 def share_files(files: Sequence[T] | None, process_file: Callable[[T], None], comm: Any | None = None, *,

@@ -152,7 +152,7 @@ def _separable_bank(src, tables, antisym, keys, lo, out):
     y_pairs = np.empty((n_out, 2), np.int64)
     n_x = n_y = 0
     for k in range(n_out):
-        kz, ky, kx = keys[k, 0], keys[k, 1], keys[k, 2]
+        ky, kx = keys[k, 1], keys[k, 2]
         if x_of[kx] < 0:
             x_of[kx] = n_x
             x_kernels[n_x] = kx
