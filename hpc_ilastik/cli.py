@@ -8,7 +8,7 @@ import gc
 import logging
 import os
 import sys
-from typing import NoReturn, Sequence
+from typing import Any, NoReturn, Sequence
 
 from hpc_ilastik import __version__
 from hpc_ilastik.distributed import PeerError
@@ -233,7 +233,7 @@ def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "train":
         args = train_parser().parse_args(argv[1:])
         _setup_logging(args.debug, args.quiet)
-        skip_numba_blas_probe()
+        start_numba_lightly()
         from hpc_ilastik.train import train_command
 
         train_command(raw=args.raw, labels=args.labels, features=args.features, tree_count=args.tree_count,
@@ -242,7 +242,7 @@ def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "demo":
         args = demo_parser().parse_args(argv[1:])
         _setup_logging(args.debug, args.quiet)
-        skip_numba_blas_probe()
+        start_numba_lightly()
         from hpc_ilastik.demo import run_demo
 
         return run_demo(args.output_dir, distributed=args.distributed, quiet=args.quiet)
@@ -252,7 +252,7 @@ def _dispatch(argv: list[str]) -> int:
         raise UserError("hpc-ilastik has no GUI: add --headless (or use the 'train' / 'demo' subcommands)")
     if not args.project:
         raise UserError("--headless needs --project=PROJECT.ilp")
-    skip_numba_blas_probe()
+    start_numba_lightly()
     from hpc_ilastik.headless import run_headless
 
     run_headless(args)
@@ -275,12 +275,39 @@ def keep_freed_memory() -> None:
     mallopt(m_arena_max, 1)
 
 
-def skip_numba_blas_probe() -> None:
-    """Spare every process (every MPI rank) 0.2 s: on loading its first kernel numba imports scipy.linalg only
-    to learn whether a BLAS is there for np.dot; no kernel here uses one. numba runs that probe once, when
-    numba.np.arraymath is first imported: import it now with the probe answering "no BLAS", then put the real
-    check back (np.dot and np.linalg in numba still find BLAS when they are compiled). With a numba laid out
-    differently this does nothing."""
+def start_numba_lightly() -> None:
+    """Spare every process (every MPI rank) 0.1-0.15 s of numba's start when its cache holds the kernels.
+
+    Before it loads a cached kernel numba refreshes its typing and target contexts: it imports and registers
+    its implementations of Python and NumPy, which only compiling needs; a cached kernel needs numba's runtime
+    (NRT) alone. So a kernel is looked up in the cache with only the runtime initialized; on a miss (the first
+    run after an install) the contexts are refreshed, as numba would, and numba compiles. That refresh
+    imports numba.np.arraymath, whose import probes for a BLAS by importing scipy.linalg (0.2 s more): it is
+    imported with the probe answering "no BLAS" (no kernel here uses one) and the real probe put back, so that
+    numba code that does use BLAS still compiles. With a numba laid out differently this does nothing."""
+    try:
+        from numba.core.caching import Cache
+        from numba.core.runtime import rtsys
+    except ImportError:
+        return
+    if getattr(Cache.load_overload, "spares_refresh", False) or not hasattr(Cache, "_load_overload"):
+        return
+
+    def load_overload(self: Any, sig: Any, target_context: Any) -> Any:
+        rtsys.initialize(target_context)
+        with self._guard_against_spurious_io_errors():
+            loaded = self._load_overload(sig, target_context)
+            if loaded is not None:
+                return loaded
+        _import_arraymath_without_blas_probe()
+        target_context.refresh()
+        return None
+
+    load_overload.spares_refresh = True  # type: ignore[attr-defined]
+    Cache.load_overload = load_overload
+
+
+def _import_arraymath_without_blas_probe() -> None:
     if "numba.np.arraymath" in sys.modules:
         return
     try:
