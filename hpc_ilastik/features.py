@@ -280,12 +280,16 @@ def plan_features(
     )
 
 
-def _sum_x_first(arrays: list[np.ndarray]) -> np.ndarray:
-    """Sum of per-axis terms given in axes order (z, y, x) as fastfilters adds them: ((x + y) + z) in float32."""
-    total = arrays[-1].copy()
-    for a in reversed(arrays[:-1]):
-        total += a
-    return total
+def _sum_x_first(terms: list[np.ndarray], out: np.ndarray, squared: bool = False) -> None:
+    """out = (x + y) + z of per-axis terms given in axes order (z, y, x), in float32 as fastfilters adds them;
+    with `squared`, the sum of their squares (each square rounded on its own)."""
+    last, *rest = reversed(terms)
+    if squared:
+        np.multiply(last, last, out=out)
+    else:
+        np.copyto(out, last)
+    for term in rest:
+        out += term * term if squared else term
 
 
 def _along(axes: tuple[int, ...], by: int) -> tuple[int, int, int]:
@@ -311,27 +315,30 @@ def _scale_features(
         needed.update(grad_o)
     if "HessianOfGaussianEigenvalues" in targets:
         needed.update(hess_o)
+    if "StructureTensorEigenvalues" in targets:  # first: its arrays are freed before the bank's are made
+        # fastfilters swaps ilastik's two scales: gradient at sigma_f/2, tensor smoothed at sigma_f
+        around = grow_region(region, _along(axes, kernel_radius(sigma, FEATURE_WINDOW)), pre.shape)
+        g = gradient(pre, sigma / 2, FEATURE_WINDOW, axes, around)
+        inner = relative_region(region, around)
+        tensor = [gaussian_smoothing(g[i] * g[j], sigma, FEATURE_WINDOW, axes, inner)
+                  for i in range(n) for j in range(i, n)]
+        del g
+        eigenvalues(tensor, out=targets["StructureTensorEigenvalues"])
+        del tensor
     bank = derivative_bank(pre, sigma, FEATURE_WINDOW, axes, needed, region)
 
     for fid, target in targets.items():
         if fid == "GaussianSmoothing":
             target[0] = bank[zero]
         elif fid == "LaplacianOfGaussian":
-            target[0] = _sum_x_first([bank[o] for o in diag_o])
+            _sum_x_first([bank[o] for o in diag_o], target[0])
         elif fid == "GaussianGradientMagnitude":
-            np.sqrt(_sum_x_first([bank[o] * bank[o] for o in grad_o]), out=target[0])
+            _sum_x_first([bank[o] for o in grad_o], target[0], squared=True)
+            np.sqrt(target[0], out=target[0])
         elif fid == "DifferenceOfGaussians":
             smaller = gaussian_smoothing(pre, DOG_RATIO * sigma, FEATURE_WINDOW, axes, region)
             np.subtract(bank[zero], smaller, out=target[0])
-        elif fid == "StructureTensorEigenvalues":
-            # fastfilters swaps ilastik's two scales: gradient at sigma_f/2, tensor smoothed at sigma_f
-            around = grow_region(region, _along(axes, kernel_radius(sigma, FEATURE_WINDOW)), pre.shape)
-            g = gradient(pre, sigma / 2, FEATURE_WINDOW, axes, around)
-            inner = relative_region(region, around)
-            tensor = [gaussian_smoothing(g[i] * g[j], sigma, FEATURE_WINDOW, axes, inner)
-                      for i in range(n) for j in range(i, n)]
-            eigenvalues(tensor, out=target)
-        else:  # HessianOfGaussianEigenvalues
+        elif fid == "HessianOfGaussianEigenvalues":
             eigenvalues([bank[o] for o in hess_o], out=target)
 
 
