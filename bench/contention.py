@@ -2,9 +2,11 @@
 
 Two ranks on one node share its L3 cache and memory bus; W3's parallel efficiency is lost there first.
 This times W1's features (60 channels) of one interior 96³ block with its halo, in this process:
-alone, beside a process that only streams memory (copies 256 MiB over and over), and beside a process
-computing the same features (what a second rank does). It prints each as a ratio to "alone", measured
-in one run (median of the repetitions; fewer, on a smaller block, with --quick).
+alone; beside a process that computes in registers only (what any busy core costs: clock, host);
+beside one that only streams memory (copies 256 MiB over and over); and beside one computing the same
+features (what a second rank does). Rounds go through the four in turn, so that the machine's drift
+touches all alike; each is the median over rounds of the fastest of three runs, printed as a ratio to
+"alone" (fewer rounds, on a smaller block, with --quick).
 """
 
 from __future__ import annotations
@@ -47,6 +49,17 @@ def stream_memory(stop) -> None:
         np.copyto(b, a)
 
 
+def compute_in_registers(stop) -> None:
+    """The compute-bound neighbour: numpy arithmetic on 4 KiB, call after call (a busy core that hardly
+    touches memory)."""
+    a = np.ones(1024, np.float32)
+    b = np.full(1024, 0.999, np.float32)
+    while not stop.is_set():
+        for _ in range(1000):
+            np.multiply(a, b, out=a)
+            a += 1e-7
+
+
 def same_features(stop, edge: int) -> None:
     """The twin: a second rank computing the same features until told to stop."""
     keep_freed_memory()
@@ -55,24 +68,32 @@ def same_features(stop, edge: int) -> None:
         compute_features(block, plan, crop)
 
 
-def timed(work: Callable[[], object], repeats: int) -> float:
-    """Median seconds of `work` over `repeats` runs."""
+def fastest(work: Callable[[], object], runs: int = 3) -> float:
+    """Seconds of the fastest of `runs` runs of `work`."""
     times = []
-    for _ in range(repeats):
+    for _ in range(runs):
         start = time.perf_counter()
         work()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
+
+
+NEIGHBOURS: dict[str, tuple[Callable[..., None] | None, bool]] = {  # name: (target, takes the block edge)
+    "alone": (None, False),
+    "a process computing in registers only": (compute_in_registers, False),
+    "a process streaming memory": (stream_memory, False),
+    "a process computing the same features": (same_features, True),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a 32³ block, 3 repetitions (the CI smoke run)")
+    parser.add_argument("--quick", action="store_true", help="a 32³ block, 2 rounds (the CI smoke run)")
     args = parser.parse_args(argv)
     if (os.cpu_count() or 1) < 2:
         print("contention: needs at least 2 cores", file=sys.stderr)
         return 2
-    edge, repeats = (32, 3) if args.quick else (96, 9)
+    edge, rounds = (32, 2) if args.quick else (96, 6)
     keep_freed_memory()
     block, plan, crop = block_with_halo(edge)
 
@@ -80,20 +101,27 @@ def main(argv: list[str] | None = None) -> int:
         compute_features(block, plan, crop)
 
     features()  # numba loads its kernels, the heap is laid out
-    alone = timed(features, repeats)
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    seconds: dict[str, list[float]] = {name: [] for name in NEIGHBOURS}
+    for _ in range(rounds):
+        for name, (target, takes_edge) in NEIGHBOURS.items():
+            if target is None:
+                seconds[name].append(fastest(features))
+                continue
+            stop = context.Event()
+            other = context.Process(target=target, args=(stop, edge) if takes_edge else (stop,), daemon=True)
+            other.start()
+            time.sleep(0.5)  # the neighbour is up and at work
+            seconds[name].append(fastest(features))
+            stop.set()
+            other.join()
+    alone = statistics.median(seconds["alone"])
     print(f"W1's features ({plan.n_channels_out} channels) of one {edge}³ block with its halo, one thread: "
-          f"{1e3 * alone:.0f} ms alone")
-    for name, neighbour, extra in (("a process streaming memory", stream_memory, ()),
-                                   ("a process computing the same features", same_features, (edge,))):
-        stop = context.Event()
-        other = context.Process(target=neighbour, args=(stop, *extra), daemon=True)
-        other.start()
-        time.sleep(1.0)  # the neighbour is up and at work
-        beside = timed(features, repeats)
-        stop.set()
-        other.join()
-        print(f"  beside {name}: {1e3 * beside:.0f} ms, {beside / alone:.2f}× alone")
+          f"{1e3 * alone:.0f} ms alone ({rounds} rounds)")
+    for name, times in seconds.items():
+        if name != "alone":
+            beside = statistics.median(times)
+            print(f"  beside {name}: {1e3 * beside:.0f} ms, {beside / alone:.2f}× alone")
     return 0
 
 

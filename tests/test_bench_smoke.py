@@ -38,7 +38,8 @@ def test_quick_contention_bench_times_features_alone_and_beside_a_busy_core():
     done = subprocess.run([sys.executable, str(REPO / "bench" / "contention.py"), "--quick"], capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    alone, memory, twin = done.stdout.splitlines()
-    assert "60 channels" in alone and "32³ block" in alone and alone.endswith("ms alone")
-    for line, neighbour in ((memory, "streaming memory"), (twin, "computing the same features")):
+    alone, compute, memory, twin = done.stdout.splitlines()
+    assert "60 channels" in alone and "32³ block" in alone and alone.endswith("ms alone (2 rounds)")
+    for line, neighbour in ((compute, "computing in registers only"), (memory, "streaming memory"),
+                            (twin, "computing the same features")):
         assert neighbour in line and float(line.rsplit(", ", 1)[1].split("×")[0]) > 0
