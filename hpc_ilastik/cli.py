@@ -276,7 +276,7 @@ def keep_freed_memory() -> None:
 
 
 def start_numba_lightly() -> None:
-    """Spare every process (every MPI rank) 0.1-0.15 s of numba's start when its cache holds the kernels.
+    """Spare every process (every MPI rank) about 0.1 s of numba's start when its cache holds the kernels.
 
     Before it loads a cached kernel numba refreshes its typing and target contexts: it imports and registers
     its implementations of Python and NumPy, which only compiling needs; a cached kernel needs numba's runtime
@@ -290,7 +290,9 @@ def start_numba_lightly() -> None:
         from numba.core.runtime import rtsys
     except ImportError:
         return
-    if getattr(Cache.load_overload, "spares_refresh", False) or not hasattr(Cache, "_load_overload"):
+    layout_known = (hasattr(Cache, "_load_overload") and hasattr(Cache, "_guard_against_spurious_io_errors")
+                    and hasattr(rtsys, "initialize"))
+    if not layout_known or getattr(Cache.load_overload, "spares_refresh", False):
         return
 
     def load_overload(self: Any, sig: Any, target_context: Any) -> Any:
