@@ -50,14 +50,12 @@ def stream_memory(stop) -> None:
 
 
 def compute_in_registers(stop) -> None:
-    """The compute-bound neighbour: numpy arithmetic on 4 KiB, call after call (a busy core that hardly
-    touches memory)."""
-    a = np.ones(1024, np.float32)
-    b = np.full(1024, 0.999, np.float32)
+    """The compute-bound neighbour: a loop of float arithmetic whose data never leaves L1 (a busy core that
+    does not touch memory)."""
+    x = 1.0
     while not stop.is_set():
-        for _ in range(1000):
-            np.multiply(a, b, out=a)
-            a += 1e-7
+        for _ in range(100_000):
+            x = x * 0.9999999 + 1e-7
 
 
 def same_features(stop, edge: int) -> None:
