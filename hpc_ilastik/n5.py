@@ -94,9 +94,9 @@ class N5Dataset:
                 f"chunk {tuple(grid_index)} needs {self.dtype} data of shape {expected}, got {data.dtype} {data.shape}"
             )
         header = struct.pack(f">HH{len(expected)}I", 0, len(expected), *reversed(expected))
-        payload = np.ascontiguousarray(data, dtype=self.dtype.newbyteorder(">")).tobytes()
+        payload = np.ascontiguousarray(data, dtype=self.dtype.newbyteorder(">"))  # the one copy: big-endian
         codec = _codec(self.compression)
-        _write_atomic(self.chunk_path(grid_index), header + (bytes(codec.encode(payload)) if codec else payload))
+        _write_atomic(self.chunk_path(grid_index), header, codec.encode(payload) if codec else payload)
 
     def write(self, slices: Sequence[slice], data: np.ndarray) -> None:
         """Write a chunk-aligned region (starts on chunk boundaries, stops on boundaries or the dataset's end)."""
@@ -299,13 +299,15 @@ def _write_json(path: str, content: dict) -> None:
     _write_atomic(path, json.dumps(content, indent=2).encode())
 
 
-def _write_atomic(path: str, content: bytes) -> None:
-    """Write to a unique temporary name beside `path`, then rename: readers see nothing or everything."""
+def _write_atomic(path: str, *parts: bytes | np.ndarray) -> None:
+    """Write `parts` (bytes or contiguous arrays, one after another) to a unique temporary name beside `path`,
+    then rename: readers see nothing or everything."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         with open(tmp, "wb") as f:
-            f.write(content)
+            for part in parts:
+                f.write(part)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
