@@ -96,7 +96,9 @@ class N5Dataset:
         header = struct.pack(f">HH{len(expected)}I", 0, len(expected), *reversed(expected))
         payload = np.ascontiguousarray(data, dtype=self.dtype.newbyteorder(">"))  # the one copy: big-endian
         codec = _codec(self.compression)
-        _write_atomic(self.chunk_path(grid_index), header, codec.encode(payload) if codec else payload)
+        # a codec gets the bytes (for blosc's shuffle: elements of one byte, as always written here)
+        _write_atomic(self.chunk_path(grid_index), header,
+                      codec.encode(payload.reshape(-1).view(np.uint8)) if codec else payload)
 
     def write(self, slices: Sequence[slice], data: np.ndarray) -> None:
         """Write a chunk-aligned region (starts on chunk boundaries, stops on boundaries or the dataset's end)."""

@@ -63,13 +63,16 @@ def test_files_follow_the_n5_spec_decoded_by_hand(tmp_path):
     np.testing.assert_array_equal(values, data[0:3, 4:8, 10:13])
 
 
-@pytest.mark.parametrize("compression", ["gzip", "raw"])
+@pytest.mark.parametrize("compression", ["gzip", "raw", {"type": "zstd", "level": 3},
+                                         {"type": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1, "blocksize": 0}])
 def test_tensorstore_reads_what_we_write(tmp_path, compression):
     data = _data("float32")
     ours = tmp_path / "ours.n5"
     create_n5_dataset(str(ours), "data", SHAPE, CHUNKS, "float32", compression).write(EVERYTHING, data)
     store = tensorstore.open({"driver": "n5", "kvstore": {"driver": "file", "path": str(ours / "data")}}).result()
     np.testing.assert_array_equal(store.read().result(), data.T)  # tensorstore keeps N5's x-first order
+    if isinstance(compression, dict) and compression["type"] == "blosc":  # blosc got bytes: 1-byte elements
+        assert (ours / "data" / "0" / "0" / "0").read_bytes()[16 + 3] == 1  # blosc header: typesize
 
 
 @pytest.mark.parametrize("compression", [{"type": "gzip"}, None])  # None: tensorstore's default, blosc
