@@ -1,6 +1,6 @@
 """What a user would write by hand: ilastik's feature bank in scipy.ndimage + numpy, one thread.
 
-Same presmoothing rule and channel order as `hpc_ilastik.features` (the bench takes the order from a
+Same presmoothing rule and channel order as `hpc_ilastik.pixel.features` (the bench takes the order from a
 `FeaturePlan`), Gaussian smoothing with `scipy.ndimage.gaussian_filter` (its sampled, normalised kernel
 and radius int(truncate·sigma + 0.5) are fastfilters' too), derivatives with `scipy.ndimage.convolve1d`
 and our derivative taps (scipy's own derivative kernels are normalised differently), eigenvalues with
@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import numpy as np
 from scipy import ndimage
 
-from hpc_ilastik.features import DOG_RATIO, FeaturePlan
-from hpc_ilastik.kernels import FEATURE_WINDOW, PRESMOOTH_WINDOW, gaussian_kernel
+from hpc_ilastik.pixel.features import DOG_RATIO, FeaturePlan
+from hpc_ilastik.pixel.kernels import FEATURE_WINDOW, PRESMOOTH_WINDOW, gaussian_kernel
 
 EIGH_CHUNK = 1 << 20  # matrices per eigvalsh call (bounds the temporary (n, d, d) stack)
 

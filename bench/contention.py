@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import workloads  # noqa: E402
 
-from hpc_ilastik.cli import keep_freed_memory  # noqa: E402
-from hpc_ilastik.features import FeaturePlan, compute_features, plan_features  # noqa: E402
+from hpc_ilastik.pixel.features import FeaturePlan, compute_features, plan_features  # noqa: E402
+from hpc_ilastik.run.process import keep_freed_memory  # noqa: E402
 from hpc_ilastik.synthetic import make_blobs_volume  # noqa: E402
 
 

@@ -36,7 +36,8 @@ def peak_kib() -> int:
 
 def main() -> None:
     report, argv = sys.argv[1], sys.argv[2:]
-    from hpc_ilastik.cli import finish, main as cli_main
+    from hpc_ilastik.cli import main as cli_main
+    from hpc_ilastik.run.process import finish
 
     start = time.perf_counter()
     code = cli_main(argv)

@@ -53,14 +53,16 @@ from sklearn.ensemble import RandomForestClassifier  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline import scipy_feature_groups  # noqa: E402
 
-from hpc_ilastik.cli import keep_freed_memory  # noqa: E402
-from hpc_ilastik.features import DEFAULT_FEATURE_IDS, FeatureSelection, compute_features, plan_features  # noqa: E402
-from hpc_ilastik.forest import ForestEnsemble, from_sklearn  # noqa: E402
-from hpc_ilastik.ilp_writer import write_pixel_classification_project  # noqa: E402
-from hpc_ilastik.inputs import open_input  # noqa: E402
-from hpc_ilastik.n5 import open_n5_dataset  # noqa: E402
+from hpc_ilastik.forest.ensemble import ForestEnsemble  # noqa: E402
+from hpc_ilastik.forest.vigra import from_sklearn  # noqa: E402
+from hpc_ilastik.io.inputs import open_input  # noqa: E402
+from hpc_ilastik.io.n5 import open_n5_dataset  # noqa: E402
+from hpc_ilastik.pixel.features import DEFAULT_FEATURE_IDS, FeatureSelection, compute_features, plan_features  # noqa: E402
+from hpc_ilastik.pixel.training import training_set  # noqa: E402
+from hpc_ilastik.project.writer import write_pixel_classification_project  # noqa: E402
+from hpc_ilastik.run.process import keep_freed_memory  # noqa: E402
 from hpc_ilastik.synthetic import make_blobs_volume, sparse_labels  # noqa: E402
-from hpc_ilastik.train import label_blocks_from_image, parse_feature_spec, training_set  # noqa: E402
+from hpc_ilastik.train import label_blocks_from_image, parse_feature_spec  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 RANK_SCRIPT = BENCH_DIR / "rank.py"
@@ -132,7 +134,7 @@ def write_inputs(work: Workload, raw_zyxc: np.ndarray, labels_zyx: np.ndarray, f
 
 
 def train(features_zyxf: np.ndarray, labels_zyx: np.ndarray) -> tuple[RandomForestClassifier, ForestEnsemble]:
-    """A 100-tree forest with vigra's settings as `hpc_ilastik.train` uses them, and its vigra conversion."""
+    """A 100-tree forest with vigra's settings as `hpc_ilastik.pixel.training` uses them, and its vigra conversion."""
     X, y = training_set(features_zyxf, labels_zyx)
     mtry = max(1, int(math.floor(math.sqrt(X.shape[1]) + 0.5)))
     model = RandomForestClassifier(n_estimators=TREES, criterion="gini", max_features=mtry, bootstrap=True,

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import logging
 import os
 import sys
-from typing import Any, NoReturn, Sequence
+from typing import NoReturn, Sequence
 
 from hpc_ilastik import __version__
-from hpc_ilastik.distributed import PeerError
 from hpc_ilastik.errors import UserError
+from hpc_ilastik.run.distributed import PeerError
+from hpc_ilastik.run.process import finish, keep_freed_memory, start_numba_lightly
+from hpc_ilastik.workflows.options import ExportRequest, HeadlessOptions, InputOptions, RunOptions, TrainingOptions
 
 log = logging.getLogger("hpc_ilastik")
 
@@ -219,7 +219,7 @@ def demo_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(debug: bool, quiet: bool, logfile: str | None = None) -> None:
-    from hpc_ilastik.progress import rank_prefix
+    from hpc_ilastik.run.progress import rank_prefix
 
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
@@ -252,95 +252,39 @@ def _dispatch(argv: list[str]) -> int:
         raise UserError("hpc-ilastik has no GUI: add --headless (or use the 'train' / 'demo' subcommands)")
     if not args.project:
         raise UserError("--headless needs --project=PROJECT.ilp")
+    options = headless_options(args)
     start_numba_lightly()
-    from hpc_ilastik.headless import run_headless
+    from hpc_ilastik.workflows.headless import run_headless
 
-    run_headless(args)
+    run_headless(options)
     return 0
 
 
-def keep_freed_memory() -> None:
-    """Ask glibc's malloc to keep freed memory for the next block rather than unmapping it: each block's large
-    arrays would otherwise be mapped and page-faulted afresh (a fifth of the run time on a virtual machine).
-    One arena for all threads: a thread's own arena grows in 64 MiB heaps and unmaps a heap as soon as it is
-    empty, whatever the trim threshold, so with --threads=2 a fifth of the run went to page faults again.
-    Other C libraries are left alone."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
-    mallopt(m_mmap_max, 0)
-    mallopt(m_trim_threshold, 2**31 - 1)
-    mallopt(m_arena_max, 1)
-
-
-def start_numba_lightly() -> None:
-    """Spare every process (every MPI rank) about 0.1 s of numba's start when its cache holds the kernels.
-
-    Before it loads a cached kernel numba refreshes its typing and target contexts: it imports and registers
-    its implementations of Python and NumPy, which only compiling needs; a cached kernel needs numba's runtime
-    (NRT) alone. So a kernel is looked up in the cache with only the runtime initialized; on a miss (the first
-    run after an install) the contexts are refreshed, as numba would, and numba compiles. That refresh
-    imports numba.np.arraymath, whose import probes for a BLAS by importing scipy.linalg (0.2 s more): it is
-    imported with the probe answering "no BLAS" (no kernel here uses one) and the real probe put back, so that
-    numba code that does use BLAS still compiles. With a numba laid out differently this does nothing."""
-    try:
-        from numba.core.caching import Cache
-        from numba.core.runtime import rtsys
-    except ImportError:
-        return
-    layout_known = (hasattr(Cache, "_load_overload") and hasattr(Cache, "_guard_against_spurious_io_errors")
-                    and hasattr(rtsys, "initialize"))
-    if not layout_known or getattr(Cache.load_overload, "spares_refresh", False):
-        return
-
-    def load_overload(self: Any, sig: Any, target_context: Any) -> Any:
-        rtsys.initialize(target_context)
-        with self._guard_against_spurious_io_errors():
-            loaded = self._load_overload(sig, target_context)
-            if loaded is not None:
-                return loaded
-        _import_arraymath_without_blas_probe()
-        target_context.refresh()
-        return None
-
-    load_overload.spares_refresh = True  # type: ignore[attr-defined]
-    Cache.load_overload = load_overload
-
-
-def _import_arraymath_without_blas_probe() -> None:
-    if "numba.np.arraymath" in sys.modules:
-        return
-    try:
-        import numba.np.linalg as linalg
-
-        probe = linalg.ensure_blas
-    except (ImportError, AttributeError):
-        return
-
-    def no_blas() -> None:
-        raise ImportError("the BLAS probe is skipped")
-
-    linalg.ensure_blas = no_blas
-    try:
-        import numba.np.arraymath  # noqa: F401  (its import runs the probe)
-    finally:
-        linalg.ensure_blas = probe
+def headless_options(args: argparse.Namespace) -> HeadlessOptions:
+    """The parsed command line as the typed options the workflows take."""
+    if args.raw_data and args.inputs:
+        raise UserError("give the input files either as positional arguments or after --raw_data, not both")
+    files = {"Raw Data": tuple(args.raw_data or args.inputs), "Prediction Mask": tuple(args.prediction_mask or ())}
+    axes = tuple(None if part.strip() in ("", "None") else part.strip().lower()
+                 for part in args.input_axes.split(",")) if args.input_axes else ()
+    return HeadlessOptions(
+        project=args.project,
+        inputs=InputOptions(files=files, axes=axes, stack_along=args.stack_along),
+        export=ExportRequest(
+            sources=tuple(args.export_source.split(",")) if args.export_source else (),
+            output_format=args.output_format, filename_template=args.output_filename_format,
+            internal_path=args.output_internal_path, export_dtype=args.export_dtype, axis_order=args.output_axis_order,
+            pipeline_drange=args.pipeline_result_drange, export_drange=args.export_drange,
+            cutout=args.cutout_subregion),
+        run=RunOptions(distributed=args.distributed, block_roi=args.distributed_block_roi, threads=args.threads,
+                       quiet=args.quiet),
+        training=TrainingOptions(retrain=args.retrain, tree_count=args.tree_count),
+    )
 
 
 def run() -> NoReturn:
     """The `hpc-ilastik` console script: `main`, then `finish`."""
     finish(main())
-
-
-def finish(code: int) -> NoReturn:
-    """End the process with `code` the ordinary way (atexit handlers, MPI_Finalize, files flushed and closed)
-    but without the interpreter's last garbage collection: over numba's compiled kernels it takes about
-    0.3 s of every process, every MPI rank, and frees nothing that outlives the process. gc.freeze() moves
-    every object out of the collector's reach."""
-    gc.freeze()
-    sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,11 @@ import h5py
 import numpy as np
 
 from hpc_ilastik.errors import UserError
+from hpc_ilastik.io.n5 import open_n5_dataset
 from hpc_ilastik.synthetic import make_blobs_volume, sparse_labels
+from hpc_ilastik.train import train_command
+from hpc_ilastik.workflows.headless import run_headless
+from hpc_ilastik.workflows.options import ExportRequest, HeadlessOptions, InputOptions, RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -24,18 +28,21 @@ def _write_h5(path: str, name: str, data: np.ndarray) -> str:
     return f"{path}/{name}"
 
 
-def _headless(argv: list[str], distributed: bool) -> None:
-    """Run the headless command in this process, or under `mpiexec -n 2` when distributed."""
+def _predict(project: str, raw_spec: str, fmt: str, template: str, distributed: bool, quiet: bool) -> None:
+    """Probabilities and Simple Segmentation of the sample: in this process, or under `mpiexec -n 2`."""
     if not distributed:
-        from hpc_ilastik.cli import main
-
-        if main(argv) != 0:
-            raise UserError("the demo's headless prediction failed (see above)")
+        run_headless(HeadlessOptions(
+            project=project, inputs=InputOptions(files={"Raw Data": (raw_spec,)}),
+            export=ExportRequest(sources=("Probabilities", "Simple Segmentation"), output_format=fmt,
+                                 filename_template=template),
+            run=RunOptions(quiet=quiet)))
         return
     mpiexec = shutil.which("mpiexec")
     if mpiexec is None:
         raise UserError("demo --distributed needs mpiexec: pip install 'hpc-ilastik[mpi]'")
-    command = [mpiexec, "-n", "2", sys.executable, "-m", "hpc_ilastik", *argv, "--distributed"]
+    command = [mpiexec, "-n", "2", sys.executable, "-m", "hpc_ilastik", "--headless", "--distributed",
+               f"--project={project}", f"--output_format={fmt}", "--export_source=Probabilities,Simple Segmentation",
+               f"--output_filename_format={template}", raw_spec] + (["--quiet"] if quiet else [])
     if subprocess.run(command).returncode != 0:
         raise UserError("the demo's distributed prediction failed (see above)")
 
@@ -50,20 +57,15 @@ def run_demo(output_dir: str, distributed: bool = False, quiet: bool = False) ->
     labels_spec = _write_h5(os.path.join(out, "labels.h5"), "labels", labels)
     project = os.path.join(out, "demo.ilp")
 
-    from hpc_ilastik.train import train_command
-
     start = time.perf_counter()
     train_command(raw=raw_spec, labels=labels_spec, features=None, tree_count=100, output=project,
                   raw_axes="zyx", store_inside=False)
     trained = time.perf_counter()
 
     fmt, ext = ("n5", "n5") if distributed else ("compressed hdf5", "h5")
-    common = ["--headless", f"--project={project}", f"--output_format={fmt}"] + (["--quiet"] if quiet else [])
     probs_path = os.path.join(out, f"sample_Probabilities.{ext}")
     seg_path = os.path.join(out, f"sample_Simple Segmentation.{ext}")
-    template = os.path.join(out, f"sample_{{result_type}}.{ext}")
-    _headless(common + ["--export_source=Probabilities,Simple Segmentation", f"--output_filename_format={template}",
-                        raw_spec], distributed)
+    _predict(project, raw_spec, fmt, os.path.join(out, f"sample_{{result_type}}.{ext}"), distributed, quiet)
     predicted = time.perf_counter()
 
     segmentation = _read_result(seg_path, fmt)
@@ -80,8 +82,6 @@ def run_demo(output_dir: str, distributed: bool = False, quiet: bool = False) ->
 
 def _read_result(path: str, fmt: str) -> np.ndarray:
     if fmt == "n5":
-        from hpc_ilastik.n5 import open_n5_dataset
-
         dataset = open_n5_dataset(path, "exported_data")
         return dataset.read(tuple(slice(0, n) for n in dataset.shape))
     with h5py.File(path, "r") as f:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hpc_ilastik.cli import main
-from hpc_ilastik.project import open_project
+from hpc_ilastik.project.reader import open_project
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

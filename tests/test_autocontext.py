@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from hpc_ilastik.export import simple_segmentation, uncertainty
-from hpc_ilastik.n5 import open_n5_dataset
-from hpc_ilastik.project import open_project
+from hpc_ilastik.io.n5 import open_n5_dataset
+from hpc_ilastik.pixel.pipeline import simple_segmentation, uncertainty
+from hpc_ilastik.project.reader import open_project
 from tests.conftest import FIXTURES, export_with_cli, label_agreement, training_image
 
 AC2D3C = FIXTURES / "Autocontext2d3c.ilp"  # ilastik 1.3.0, 2d3c.h5 (73x187, 3 channels, uint8)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from hpc_ilastik.blocks import parse_block_roi, plan_blocks, read_region
 from hpc_ilastik.errors import UserError
+from hpc_ilastik.run.blocks import parse_block_roi, plan_blocks, read_region
 
 SHAPE = (2, 600, 300, 100, 3)  # t, z, y, x, c
 

@@ -19,7 +19,7 @@ import zarr
 from PIL import Image
 
 from hpc_ilastik.cli import main
-from hpc_ilastik.project import open_project
+from hpc_ilastik.project.reader import open_project
 from tests.conftest import API, FIXTURES
 
 PROJECT = API / "PixelClass.ilp"
@@ -139,7 +139,7 @@ _REFAULTS = """
 import ctypes, resource, sys, threading
 ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: 4 KiB pages, whatever the machine's huge-page mode
 import numpy as np
-from hpc_ilastik.cli import keep_freed_memory
+from hpc_ilastik.run.process import keep_freed_memory
 if sys.argv[1] == "keep":
     keep_freed_memory()
 faults = []

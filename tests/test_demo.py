@@ -9,7 +9,7 @@ import sys
 import h5py
 import numpy as np
 
-from hpc_ilastik.project import open_project
+from hpc_ilastik.project.reader import open_project
 from hpc_ilastik.synthetic import make_blobs_volume
 
 

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import tensorstore
 
-from hpc_ilastik.blocks import plan_blocks, read_region
-from hpc_ilastik.distributed import (_TAG_REPORT, _TAG_REQUEST, _Dispatcher, check_resume, file_digest, get_comm,
-                                     run_attributes, run_blocks)
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.progress import Progress, rank_prefix
+from hpc_ilastik.io.resume import check_resume, file_digest, run_attributes
+from hpc_ilastik.run.blocks import plan_blocks, read_region
+from hpc_ilastik.run.distributed import _TAG_REPORT, _TAG_REQUEST, _Dispatcher, get_comm, run_blocks
+from hpc_ilastik.run.progress import Progress, rank_prefix
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "tests" / "mpi_scripts"
@@ -291,7 +291,7 @@ def test_get_comm(monkeypatch):
 
 def test_get_comm_detects_an_mpi4py_of_another_mpi():
     # Open MPI's variables say 4 ranks, but this MPICH-built mpi4py starts as a lone singleton.
-    code = "from hpc_ilastik.distributed import get_comm; get_comm(True)"
+    code = "from hpc_ilastik.run.distributed import get_comm; get_comm(True)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             env=_env(OMPI_COMM_WORLD_RANK="0", OMPI_COMM_WORLD_SIZE="4"))
     assert result.returncode != 0

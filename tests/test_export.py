@@ -6,10 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from hpc_ilastik import export
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.project import ExportSettings
-
+from hpc_ilastik.io import export, formats, paths
+from hpc_ilastik.pixel import pipeline
+from hpc_ilastik.project.common import ExportSettings
+from hpc_ilastik.workflows import export as workflow_export
 from tests.conftest import API
 
 AUTOCONTEXT = ["Probabilities Stage 2", "Simple Segmentation Stage 2", "Uncertainty Stage 2", "Features Stage 2",
@@ -23,36 +24,36 @@ PIXEL = ["Probabilities", "Simple Segmentation", "Uncertainty", "Features", "Lab
 
 def test_simple_segmentation_is_one_based_argmax():
     p = np.array([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1], [0.0, 0.0, 0.0]], np.float32)
-    seg = export.simple_segmentation(p)
+    seg = pipeline.simple_segmentation(p)
     assert seg.dtype == np.uint8 and seg.shape == (3, 1)
     assert seg[:, 0].tolist() == [2, 1, 1]  # all-zero (masked) pixels become class 1
 
 
 def test_uncertainty_is_one_minus_margin_of_top_two():
     p = np.array([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05], [0.5, 0.5, 0.0]], np.float32)
-    u = export.uncertainty(p)
+    u = pipeline.uncertainty(p)
     assert u.dtype == np.float32 and u.shape == (3, 1)
     np.testing.assert_allclose(u[:, 0], [0.8, 0.15, 1.0], atol=1e-6)
-    single = export.uncertainty(np.full((4, 5, 1), 0.7, np.float32))
+    single = pipeline.uncertainty(np.full((4, 5, 1), 0.7, np.float32))
     assert single.shape == (4, 5, 1) and not single.any()
 
 
 def test_export_sources_on_ilastik_probabilities():
     p = np.load(API / "res-Data_1channel_pc1xyc.npy")  # ilastik's own yxc probabilities, 2 classes
-    seg, unc = export.simple_segmentation(p), export.uncertainty(p)
+    seg, unc = pipeline.simple_segmentation(p), pipeline.uncertainty(p)
     assert seg.shape == (128, 128, 1) and set(np.unique(seg)) <= {1, 2}
     assert np.array_equal(seg[..., 0] == 2, p[..., 1] > p[..., 0])
     np.testing.assert_allclose(unc[..., 0], 1 - np.abs(p[..., 0] - p[..., 1]), atol=1e-6)
 
 
 def test_resolve_export_source_ignores_case_and_accepts_the_manuals_misspelling():
-    assert export.resolve_export_source("simple segmentation", PIXEL) == "Simple Segmentation"
-    assert export.resolve_export_source("  UNCERTAINTY ", PIXEL) == "Uncertainty"
-    assert export.resolve_export_source("Propabilities All Stages", AUTOCONTEXT) == "Probabilities All Stages"
+    assert workflow_export.resolve_export_source("simple segmentation", PIXEL) == "Simple Segmentation"
+    assert workflow_export.resolve_export_source("  UNCERTAINTY ", PIXEL) == "Uncertainty"
+    assert workflow_export.resolve_export_source("Propabilities All Stages", AUTOCONTEXT) == "Probabilities All Stages"
     with pytest.raises(UserError, match="Valid options are: Probabilities, Simple Segmentation"):
-        export.resolve_export_source("Probability", PIXEL)
+        workflow_export.resolve_export_source("Probability", PIXEL)
     with pytest.raises(UserError):
-        export.resolve_export_source("Propabilities All Stages", PIXEL)
+        workflow_export.resolve_export_source("Propabilities All Stages", PIXEL)
 
 
 # ---- list strings and normalisation settings ---------------------------------------------------------
@@ -81,7 +82,7 @@ def test_resolve_normalization_rule(caplog):
     with pytest.raises(UserError, match="Cannot renormalize to custom export_drange without a specified "
                                         "pipeline_result_drange"):
         export.resolve_normalization(None, "(0,255)")
-    with caplog.at_level(logging.WARNING, logger="hpc_ilastik.export"):
+    with caplog.at_level(logging.WARNING, logger="hpc_ilastik.io.export"):
         assert export.resolve_normalization("(0,1)", None) == (None, None)
     assert "ignored" in caplog.text
     # stored project settings apply when all four are stored; the command line wins when both are given
@@ -218,40 +219,40 @@ NAMES = dict(dataset_dir="/data/run1", nickname="img", result_type="Simple Segme
 def test_format_path_fills_every_placeholder():
     template = ("{dataset_dir}/{nickname}_{result_type}_{roi}_t{t_start}-{t_stop}_z{z_start}-{z_stop}"
                 "_y{y_start}-{y_stop}_x{x_start}-{x_stop}_c{c_start}-{c_stop}")
-    assert export.format_path(template, **NAMES) == (
+    assert paths.format_path(template, **NAMES) == (
         "/data/run1/img_Simple Segmentation_[(10, 20, 0), (60, 80, 3)]_t0-1_z0-1_y10-60_x20-80_c0-3")
 
 
 def test_format_path_roi_uses_ilastik_order_and_format_specs():
     volume = (slice(0, 1), slice(2, 5), slice(0, 8), slice(0, 9), slice(0, 1))
-    assert export.format_path("{roi}", **{**NAMES, "region": volume}) == "[(2, 0, 0, 0), (5, 8, 9, 1)]"
-    assert export.format_path("{roi}", **{**NAMES, "region": volume, "roi_axes": "tzyxc"}) == (
+    assert paths.format_path("{roi}", **{**NAMES, "region": volume}) == "[(2, 0, 0, 0), (5, 8, 9, 1)]"
+    assert paths.format_path("{roi}", **{**NAMES, "region": volume, "roi_axes": "tzyxc"}) == (
         "[(0, 2, 0, 0, 0), (1, 5, 8, 9, 1)]")
-    assert export.format_path("{nickname}_{x_start:05d}_{slice_index:04d}", **NAMES, slice_index=7) == "img_00020_0007"
+    assert paths.format_path("{nickname}_{x_start:05d}_{slice_index:04d}", **NAMES, slice_index=7) == "img_00020_0007"
 
 
 def test_format_path_leaves_unknown_placeholders_and_malformed_templates():
-    assert export.format_path("{nickname}_{slice_index}_{foo:03d}_{bar!r}", **NAMES) == "img_{slice_index}_{foo:03d}_{bar!r}"
-    assert export.format_path("{nickname}_{oops", **NAMES) == "{nickname}_{oops"
-    assert export.format_path("{nickname}", **{**NAMES, "nickname": "stack_*"}) == "stack_"
+    assert paths.format_path("{nickname}_{slice_index}_{foo:03d}_{bar!r}", **NAMES) == "img_{slice_index}_{foo:03d}_{bar!r}"
+    assert paths.format_path("{nickname}_{oops", **NAMES) == "{nickname}_{oops"
+    assert paths.format_path("{nickname}", **{**NAMES, "nickname": "stack_*"}) == "stack_"
     with pytest.raises(UserError, match="nickname"):
-        export.format_path("{nickname:d}", **NAMES)
+        paths.format_path("{nickname:d}", **NAMES)
 
 
 def test_format_path_expands_home():
-    assert export.format_path("~/out/{nickname}", **NAMES) == os.path.expanduser("~") + "/out/img"
+    assert paths.format_path("~/out/{nickname}", **NAMES) == os.path.expanduser("~") + "/out/img"
 
 
 def test_output_path_extension_and_base_dir(tmp_path):
     kwargs = dict(dataset_dir="/data", nickname="img", result_type="Probabilities", region=REGION)
-    assert export.output_path("{dataset_dir}/{nickname}_{result_type}", "compressed hdf5", base_dir="/x",
+    assert paths.output_path("{dataset_dir}/{nickname}_{result_type}", "compressed hdf5", base_dir="/x",
                               **kwargs) == "/data/img_Probabilities.h5"
     # a dotted nickname swallows the rest of the name, as in ilastik
-    assert export.output_path("{dataset_dir}/{nickname}_{result_type}", "hdf5", base_dir="/x",
+    assert paths.output_path("{dataset_dir}/{nickname}_{result_type}", "hdf5", base_dir="/x",
                               **{**kwargs, "nickname": "cells.ome"}) == "/data/cells.h5"
-    assert export.output_path("out/{nickname}.tiff", "png", base_dir=str(tmp_path), **kwargs) == str(tmp_path / "out/img.png")
-    assert export.output_path("/a.b/c", "numpy", base_dir="/x", **kwargs) == "/a.b/c.npy"
-    assert export.output_path("/o/{nickname}_{slice_index}", "png sequence", base_dir="/x", **kwargs) == (
+    assert paths.output_path("out/{nickname}.tiff", "png", base_dir=str(tmp_path), **kwargs) == str(tmp_path / "out/img.png")
+    assert paths.output_path("/a.b/c", "numpy", base_dir="/x", **kwargs) == "/a.b/c.npy"
+    assert paths.output_path("/o/{nickname}_{slice_index}", "png sequence", base_dir="/x", **kwargs) == (
         "/o/img_{slice_index}.png")
 
 
@@ -262,29 +263,29 @@ def test_output_path_extension_and_base_dir(tmp_path):
     ("multipage tiff sequence", "tiff"), ("hdr", "hdr"),
 ])
 def test_with_extension(fmt, ext):
-    assert export.with_extension("/d/name.old", fmt) == f"/d/name.{ext}"
-    assert export.with_extension("/d.x/name", fmt) == f"/d.x/name.{ext}"
+    assert formats.with_extension("/d/name.old", fmt) == f"/d/name.{ext}"
+    assert formats.with_extension("/d.x/name", fmt) == f"/d.x/name.{ext}"
 
 
 @pytest.mark.parametrize("fmt, message", [("dvid", "not supported"), ("blockwise hdf5", "not supported"),
                                           ("xv", "Unknown output format")])
 def test_with_extension_refuses(fmt, message):
     with pytest.raises(UserError, match=message):
-        export.with_extension("/d/name", fmt)
+        formats.with_extension("/d/name", fmt)
 
 
 def test_output_formats_in_ilastiks_order():
     images = ["bmp", "gif", "hdr", "jpeg", "jpg", "pbm", "pgm", "png", "pnm", "ppm", "ras", "tif", "tiff"]
-    assert list(export.OUTPUT_FORMATS) == images + [f"{e} sequence" for e in images] + [
+    assert list(formats.OUTPUT_FORMATS) == images + [f"{e} sequence" for e in images] + [
         "multipage tiff", "multipage tiff sequence", "hdf5", "compressed hdf5", "n5", "compressed n5",
         "single-scale OME-Zarr", "multi-scale OME-Zarr", "numpy", "dvid", "blockwise hdf5", "zarr"]
 
 
 def test_slice_index_padding_rule():
-    assert export.slice_index_digits(0, 9) == 1
-    assert export.slice_index_digits(0, 10) == 2  # 00 … 09, as ilastik
-    assert export.slice_index_digits(95, 5) == 3
-    assert export.pad_slice_index("/o/z{slice_index}.png", 0, 10) == "/o/z{slice_index:02d}.png"
-    assert export.pad_slice_index("/o/z{slice_index:04d}.png", 0, 10) == "/o/z{slice_index:04d}.png"
+    assert paths.slice_index_digits(0, 9) == 1
+    assert paths.slice_index_digits(0, 10) == 2  # 00 … 09, as ilastik
+    assert paths.slice_index_digits(95, 5) == 3
+    assert paths.pad_slice_index("/o/z{slice_index}.png", 0, 10) == "/o/z{slice_index:02d}.png"
+    assert paths.pad_slice_index("/o/z{slice_index:04d}.png", 0, 10) == "/o/z{slice_index:04d}.png"
     with pytest.raises(UserError, match="must contain the '{slice_index}' field"):
-        export.pad_slice_index("/o/z.png", 0, 10)
+        paths.pad_slice_index("/o/z.png", 0, 10)

@@ -9,11 +9,22 @@ import pytest
 from scipy import ndimage
 
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.features import (FeatureSelection, compute_features, feature_sigma, plan_features,
-                                  presmoothing_sigma)
-from hpc_ilastik.filters import (derivative_bank, eigenvalues, gaussian_smoothing, gradient, hessian,
-                                 hessian_orders)
-from hpc_ilastik.kernels import FEATURE_WINDOW, PRESMOOTH_WINDOW, gaussian_kernel, kernel_radius
+from hpc_ilastik.pixel.features import (
+    FeatureSelection,
+    compute_features,
+    feature_sigma,
+    plan_features,
+    presmoothing_sigma,
+)
+from hpc_ilastik.pixel.filters import (
+    derivative_bank,
+    eigenvalues,
+    gaussian_smoothing,
+    gradient,
+    hessian,
+    hessian_orders,
+)
+from hpc_ilastik.pixel.kernels import FEATURE_WINDOW, PRESMOOTH_WINDOW, gaussian_kernel, kernel_radius
 
 ALL_IDS = (
     "GaussianSmoothing",

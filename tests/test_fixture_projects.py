@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hpc_ilastik.cli import main
-from hpc_ilastik.project import open_project
+from hpc_ilastik.project.reader import open_project
 from tests.conftest import FIXTURES, label_agreement, training_image
 
 AGREEMENT = 0.8  # the large majority of labelled pixels must get their label's class

@@ -9,16 +9,9 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.forest import (
-    LEAF_NODE,
-    _constant_norm,
-    ForestEnsemble,
-    from_sklearn,
-    read_classifier,
-    read_vigra_forest,
-    write_classifier,
-    write_vigra_forest,
-)
+from hpc_ilastik.forest.ensemble import ForestEnsemble, read_classifier, write_classifier
+from hpc_ilastik.forest.predict import _constant_norm
+from hpc_ilastik.forest.vigra import LEAF_NODE, from_sklearn, read_vigra_forest, write_vigra_forest
 
 # Written by vigra itself (see the file's `provenance` attribute): forests, test features, vigra's probabilities.
 REFERENCE = Path(__file__).parent / "data" / "vigra_rf_reference.h5"

@@ -14,7 +14,8 @@ import pytest
 import tifffile
 import zarr
 
-from hpc_ilastik.axes import (
+from hpc_ilastik.errors import UserError
+from hpc_ilastik.io.axes import (
     default_axes,
     from_tzyxc,
     internal_slices,
@@ -23,9 +24,8 @@ from hpc_ilastik.axes import (
     to_tzyxc,
     validate_axes,
 )
-from hpc_ilastik.errors import UserError
-from hpc_ilastik.inputs import open_input, open_project_internal
-from hpc_ilastik.n5 import create_n5_dataset
+from hpc_ilastik.io.inputs import open_input, open_project_internal
+from hpc_ilastik.io.n5 import create_n5_dataset
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "ilastik"
 INPUTDATA = FIXTURES / "inputdata"
@@ -296,7 +296,7 @@ def test_ome_zarr_root_reads_full_resolution_scale(tmp_path, caplog):
     ]
     root.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": datasets}]
 
-    with caplog.at_level(logging.INFO, logger="hpc_ilastik.inputs"):
+    with caplog.at_level(logging.INFO, logger="hpc_ilastik.io.inputs"):
         source = open_input(str(tmp_path / "img.zarr"))
     assert "full-resolution scale 's0'" in caplog.text
     assert (source.axes, source.shape, source.nickname) == ("cyx", (2, 30, 40), "img")

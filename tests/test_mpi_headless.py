@@ -14,7 +14,7 @@ import pytest
 import tensorstore as ts
 
 from hpc_ilastik.cli import main
-from hpc_ilastik.n5 import create_n5_dataset, open_n5_dataset
+from hpc_ilastik.io.n5 import create_n5_dataset, open_n5_dataset
 from tests.conftest import API
 
 PROJECT = str(API / "PixelClass3D.ilp")

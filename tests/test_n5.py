@@ -10,7 +10,7 @@ import pytest
 import tensorstore
 
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.n5 import create_n5_dataset, list_n5_datasets, open_n5_dataset
+from hpc_ilastik.io.n5 import create_n5_dataset, list_n5_datasets, open_n5_dataset
 
 SHAPE = (7, 10, 13)  # uneven against CHUNKS on every axis
 CHUNKS = (3, 4, 5)

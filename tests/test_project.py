@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.project import open_project
+from hpc_ilastik.project.reader import open_project
 
 PIXEL = [
     "PixelClassification2d.ilp", "PixelClassification2d3c.ilp", "PixelClassification2d_units.ilp",

@@ -11,24 +11,17 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from hpc_ilastik import train
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.features import DEFAULT_FEATURE_IDS, DEFAULT_SCALES, compute_features, plan_features
-from hpc_ilastik.ilp_writer import write_pixel_classification_project
-from hpc_ilastik.inputs import open_input
-from hpc_ilastik.pipeline import PixelStage, SourceRequest, compute_source
-from hpc_ilastik.project import open_project
+from hpc_ilastik.io.inputs import open_input
+from hpc_ilastik.pixel import training
+from hpc_ilastik.pixel.features import DEFAULT_FEATURE_IDS, DEFAULT_SCALES, compute_features, plan_features
+from hpc_ilastik.pixel.pipeline import PixelStage, SourceRequest, compute_source
+from hpc_ilastik.pixel.training import labelled_features, split_trees, train_forests, training_set
+from hpc_ilastik.project.reader import open_project
+from hpc_ilastik.project.writer import write_pixel_classification_project
 from hpc_ilastik.synthetic import make_blobs_volume, sparse_labels
-from hpc_ilastik.train import (
-    label_blocks_from_image,
-    labelled_features,
-    parse_feature_spec,
-    retrain_stage,
-    split_trees,
-    train_command,
-    train_forests,
-    training_set,
-)
+from hpc_ilastik.train import label_blocks_from_image, parse_feature_spec, train_command
+from hpc_ilastik.workflows.pixel_classification import retrain_stage
 
 
 def selected(selection) -> set[tuple[str, float]]:
@@ -181,7 +174,7 @@ def test_label_image_mistakes_are_user_errors(tmp_path, sample_2d):
 
 
 def test_features_around_the_labels_equal_the_whole_image_features(monkeypatch):
-    monkeypatch.setitem(train.FEATURE_TILE, 3, (8, 24, 24))  # small tiles: many tiles, halos and borders
+    monkeypatch.setitem(training.FEATURE_TILE, 3, (8, 24, 24))  # small tiles: many tiles, halos and borders
     raw, truth = make_blobs_volume((20, 50, 60), seed=8)
     labels = np.zeros_like(truth)
     labels[3, 5:9, 30:59] = 1  # near the border, over two tiles along x

@@ -11,10 +11,9 @@ import tifffile
 import zarr
 from PIL import Image
 
-from hpc_ilastik import writers
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.n5 import open_n5_dataset
-
+from hpc_ilastik.io import formats, images, output, paths
+from hpc_ilastik.io.n5 import open_n5_dataset
 from tests.conftest import API
 
 PROBS = np.load(API / "res-Data_1channel_pc1xyc.npy")  # ilastik's yxc probabilities (128, 128, 2) float32
@@ -23,7 +22,7 @@ PROBS = np.load(API / "res-Data_1channel_pc1xyc.npy")  # ilastik's yxc probabili
 def write_blocks(fmt, path, image, axes, block=None, **kwargs):
     """Write `image` through a writer in blocks of `block` (default: one block), last block first."""
     block = block or image.shape
-    with writers.open_writer(fmt, str(path), shape=image.shape, dtype=image.dtype, axes=axes, **kwargs) as w:
+    with output.open_writer(fmt, str(path), shape=image.shape, dtype=image.dtype, axes=axes, **kwargs) as w:
         starts = list(np.ndindex(*(-(-n // b) for n, b in zip(image.shape, block))))
         for index in reversed(starts):
             region = tuple(slice(i * b, min((i + 1) * b, n)) for i, b, n in zip(index, block, image.shape))
@@ -59,7 +58,7 @@ def test_hdf5_round_trip_with_ilastik_metadata(tmp_path, fmt, compression):
 def test_hdf5_chunks_follow_ilastiks_512kb_rule(tmp_path):
     # lazyflow determineBlockShape with t and c limited to 1: 128000 float32 values → y 358, then x 128000//358 = 357
     path = tmp_path / "big.h5"
-    with writers.open_writer("hdf5", str(path), shape=(1, 1, 1000, 2000, 3), dtype=np.float32, axes="tzyxc") as w:
+    with output.open_writer("hdf5", str(path), shape=(1, 1, 1000, 2000, 3), dtype=np.float32, axes="tzyxc") as w:
         w.write((slice(0, 1),) * 2 + (slice(0, 10), slice(0, 10), slice(0, 3)), np.ones((1, 1, 10, 10, 3), np.float32))
     with h5py.File(path, "r") as f:
         assert f["exported_data"].chunks == (1, 1, 358, 357, 1)
@@ -89,7 +88,7 @@ def test_hdf5_refuses_an_existing_non_hdf5_file(tmp_path):
 
 def test_hdf5_needs_an_internal_path(tmp_path):
     with pytest.raises(UserError, match="output_internal_path"):
-        writers.open_writer("hdf5", str(tmp_path / "o.h5"), internal_path="/", shape=(2, 2), dtype=np.uint8, axes="yx")
+        output.open_writer("hdf5", str(tmp_path / "o.h5"), internal_path="/", shape=(2, 2), dtype=np.uint8, axes="yx")
 
 
 # ---- N5, zarr, OME-Zarr ----------------------------------------------------------------------------
@@ -207,8 +206,8 @@ def test_multipage_tiff_is_ome_tzcyx(tmp_path):
 
 
 def test_bigtiff_switch():
-    assert not writers._needs_bigtiff(2**31)
-    assert writers._needs_bigtiff(2**32)
+    assert not images._needs_bigtiff(2**31)
+    assert images._needs_bigtiff(2**32)
 
 
 @pytest.mark.parametrize("fmt", ["png", "bmp", "gif", "pgm", "pbm", "pnm", "ppm", "ras", "tif"])
@@ -311,7 +310,7 @@ def test_multipage_tiff_sequence(tmp_path):
 
 def test_sequence_template_needs_slice_index(tmp_path):
     with pytest.raises(UserError, match="slice_index"):
-        writers.open_writer("png sequence", str(tmp_path / "img.png"), shape=(3, 4, 5), dtype=np.uint8, axes="zyx")
+        output.open_writer("png sequence", str(tmp_path / "img.png"), shape=(3, 4, 5), dtype=np.uint8, axes="zyx")
     assert os.listdir(tmp_path) == []
 
 
@@ -335,9 +334,9 @@ def test_sequence_template_needs_slice_index(tmp_path):
 ])
 def test_format_limits_are_checked_before_writing(tmp_path, fmt, dtype, shape, axes, message):
     with pytest.raises(UserError, match=message):
-        writers.check_format(fmt, dtype, shape, axes)
+        formats.check_format(fmt, dtype, shape, axes)
     with pytest.raises(UserError):
-        writers.open_writer(fmt, str(tmp_path / "x{slice_index}"), shape=shape, dtype=dtype, axes=axes)
+        output.open_writer(fmt, str(tmp_path / "x{slice_index}"), shape=shape, dtype=dtype, axes=axes)
     assert os.listdir(tmp_path) == []
 
 
@@ -354,19 +353,19 @@ def test_format_limits_are_checked_before_writing(tmp_path, fmt, dtype, shape, a
     ("compressed n5", np.int8, (6,), "x"),
 ])
 def test_format_limits_accept(fmt, dtype, shape, axes):
-    assert writers.check_format(fmt, dtype, shape, axes) == fmt
+    assert formats.check_format(fmt, dtype, shape, axes) == fmt
 
 
 @pytest.mark.parametrize("fmt, message", [("dvid", "not supported"), ("blockwise hdf5", "not supported"),
                                           ("exr", "Unknown output format")])
 def test_unsupported_formats(fmt, message):
     with pytest.raises(UserError, match=message):
-        writers.check_format(fmt)
+        formats.check_format(fmt)
 
 
 def test_format_names_match_ignoring_case():
-    assert writers.check_format("Multi-Scale OME-Zarr") == "multi-scale OME-Zarr"
-    assert writers.check_format("PNG  Sequence") == "png sequence"
+    assert formats.check_format("Multi-Scale OME-Zarr") == "multi-scale OME-Zarr"
+    assert formats.check_format("PNG  Sequence") == "png sequence"
 
 
 # ---- atomicity, safety and resume ------------------------------------------------------------------
@@ -377,12 +376,12 @@ def test_format_names_match_ignoring_case():
                                        ("png sequence", "o{slice_index}.png")])
 def test_abort_and_exceptions_leave_no_output(tmp_path, fmt, name):
     shape, axes = ((3, 4, 5), "zyx") if "sequence" in fmt else ((4, 5, 1), "yxc")
-    writer = writers.open_writer(fmt, str(tmp_path / name), shape=shape, dtype=np.uint8, axes=axes, memory_limit=10)
+    writer = output.open_writer(fmt, str(tmp_path / name), shape=shape, dtype=np.uint8, axes=axes, memory_limit=10)
     writer.write(tuple(slice(0, n) for n in shape), np.ones(shape, np.uint8))
     writer.abort()
     assert os.listdir(tmp_path) == []
     with pytest.raises(RuntimeError):
-        with writers.open_writer(fmt, str(tmp_path / name), shape=shape, dtype=np.uint8, axes=axes) as w:
+        with output.open_writer(fmt, str(tmp_path / name), shape=shape, dtype=np.uint8, axes=axes) as w:
             w.write(tuple(slice(0, n) for n in shape), np.ones(shape, np.uint8))
             raise RuntimeError("computation failed half-way")
     assert os.listdir(tmp_path) == []
@@ -393,7 +392,7 @@ def test_failed_export_keeps_the_previous_file(tmp_path):
     write_blocks("hdf5", tmp_path / "o.h5", np.full((4, 5), 7, np.uint8), "yx")
     for fmt, name in (("png", "o.png"), ("hdf5", "o.h5")):
         with pytest.raises(RuntimeError):
-            with writers.open_writer(fmt, str(tmp_path / name), shape=(4, 5), dtype=np.uint8, axes="yx") as w:
+            with output.open_writer(fmt, str(tmp_path / name), shape=(4, 5), dtype=np.uint8, axes="yx") as w:
                 w.write((slice(0, 4), slice(0, 5)), np.zeros((4, 5), np.uint8))
                 raise RuntimeError("stop")
     with Image.open(tmp_path / "o.png") as im:
@@ -409,14 +408,14 @@ def test_check_not_overwriting(tmp_path):
     (tmp_path / "link.h5").symlink_to(raw)
     for out in (raw, tmp_path / "sub" / ".." / "raw.h5", tmp_path / "link.h5"):
         with pytest.raises(UserError, match="would destroy the input"):
-            writers.check_not_overwriting(str(out), [str(tmp_path / "project.ilp"), str(raw)])
-    writers.check_not_overwriting(str(tmp_path / "raw_Probabilities.h5"), [str(raw)])
+            paths.check_not_overwriting(str(out), [str(tmp_path / "project.ilp"), str(raw)])
+    paths.check_not_overwriting(str(tmp_path / "raw_Probabilities.h5"), [str(raw)])
 
 
 def test_unusable_output_directory_is_a_user_error(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(UserError, match="cannot create the output directory .*file/sub"):
-        writers.open_writer("numpy", str(tmp_path / "file" / "sub" / "o.npy"), shape=(2,), dtype=np.uint8, axes="x")
+        output.open_writer("numpy", str(tmp_path / "file" / "sub" / "o.npy"), shape=(2,), dtype=np.uint8, axes="x")
 
 
 def test_missing_output_directories_are_created(tmp_path):
@@ -430,19 +429,19 @@ def test_resumable_output_keeps_chunks_and_tells_which_blocks_are_done(tmp_path,
     image = np.arange(8 * 6, dtype=np.uint16).reshape(8, 6, 1)
     run = {"project": "p.ilp", "input": "raw.h5"}
     kwargs = dict(shape=image.shape, dtype=image.dtype, axes="yxc", chunks=(4, 6, 1), fingerprint=run)
-    first = writers.open_writer(fmt, str(tmp_path / name), **kwargs)
+    first = output.open_writer(fmt, str(tmp_path / name), **kwargs)
     top, bottom = (slice(0, 4), slice(0, 6), slice(0, 1)), (slice(4, 8), slice(0, 6), slice(0, 1))
     first.write(top, image[top])
     first.abort()  # e.g. the job ran out of time
-    second = writers.open_writer(fmt, str(tmp_path / name), **kwargs)
+    second = output.open_writer(fmt, str(tmp_path / name), **kwargs)
     assert second.block_done(top) and not second.block_done(bottom)
     second.write(bottom, image[bottom])
     second.close()
-    again = writers.open_writer(fmt, str(tmp_path / name), **kwargs)  # the same command after success: nothing to do
+    again = output.open_writer(fmt, str(tmp_path / name), **kwargs)  # the same command after success: nothing to do
     assert again.block_done(top) and again.block_done(bottom)
     again.close()
     with pytest.raises(UserError, match="different command"):
-        writers.open_writer(fmt, str(tmp_path / name), **{**kwargs, "fingerprint": {**run, "input": "other.h5"}})
+        output.open_writer(fmt, str(tmp_path / name), **{**kwargs, "fingerprint": {**run, "input": "other.h5"}})
     if fmt == "n5":
         ds = open_n5_dataset(str(tmp_path / name), "exported_data")
         assert np.array_equal(ds.read(), image) and ds.attributes["complete"] is True
@@ -453,7 +452,7 @@ def test_resumable_output_keeps_chunks_and_tells_which_blocks_are_done(tmp_path,
 
 
 def test_whole_image_writers_never_report_blocks_done(tmp_path):
-    writer = writers.open_writer("png", str(tmp_path / "o.png"), shape=(2, 3), dtype=np.uint8, axes="yx",
+    writer = output.open_writer("png", str(tmp_path / "o.png"), shape=(2, 3), dtype=np.uint8, axes="yx",
                                  fingerprint={"a": 1})
     assert not writer.block_done((slice(0, 2), slice(0, 3)))
     writer.abort()
@@ -461,8 +460,7 @@ def test_whole_image_writers_never_report_blocks_done(tmp_path):
 
 def test_several_mpi_ranks_need_a_streaming_format(tmp_path):
     class TwoRanks:
-        def Get_size(self):
-            return 2
+        size = 2
 
     with pytest.raises(UserError, match="several MPI ranks"):
-        writers.open_writer("hdf5", str(tmp_path / "o.h5"), shape=(2, 3), dtype=np.uint8, axes="yx", comm=TwoRanks())
+        output.open_writer("hdf5", str(tmp_path / "o.h5"), shape=(2, 3), dtype=np.uint8, axes="yx", ranks=TwoRanks())

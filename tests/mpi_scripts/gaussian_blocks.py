@@ -16,11 +16,12 @@ import time
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from hpc_ilastik.blocks import parse_block_roi, plan_blocks, read_region
-from hpc_ilastik.distributed import COMPLETE_KEY, PeerError, check_resume, get_comm, on_root, run_attributes, run_blocks
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.n5 import create_n5_dataset, open_n5_dataset, read_n5_attributes
-from hpc_ilastik.progress import Progress, rank_prefix
+from hpc_ilastik.io.n5 import create_n5_dataset, open_n5_dataset, read_n5_attributes
+from hpc_ilastik.io.resume import COMPLETE_KEY, check_resume, run_attributes
+from hpc_ilastik.run.blocks import parse_block_roi, plan_blocks, read_region
+from hpc_ilastik.run.distributed import PeerError, get_comm, on_root, run_blocks
+from hpc_ilastik.run.progress import Progress, rank_prefix
 
 DATASET = "exported_data"
 TRUNCATE = 3.0

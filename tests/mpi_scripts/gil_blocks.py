@@ -7,8 +7,8 @@ import time
 
 from numba import njit
 
-from hpc_ilastik.blocks import plan_blocks
-from hpc_ilastik.distributed import get_comm, run_blocks
+from hpc_ilastik.run.blocks import plan_blocks
+from hpc_ilastik.run.distributed import get_comm, run_blocks
 
 
 @njit(cache=False)  # no nogil: the GIL is held for the whole call

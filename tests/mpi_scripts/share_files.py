@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from hpc_ilastik.distributed import get_comm, share_files
+from hpc_ilastik.run.distributed import get_comm, share_files
 
 
 def main() -> int:

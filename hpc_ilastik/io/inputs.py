@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from hpc_ilastik.axes import (
+from hpc_ilastik.errors import UserError
+from hpc_ilastik.io.axes import (
     INTERNAL_AXES,
     axistags_resolutions,
     default_axes,
@@ -29,8 +30,7 @@ from hpc_ilastik.axes import (
     to_tzyxc,
     validate_axes,
 )
-from hpc_ilastik.errors import UserError
-from hpc_ilastik.n5 import list_n5_datasets, open_n5_dataset, read_n5_attributes
+from hpc_ilastik.io.n5 import list_n5_datasets, open_n5_dataset, read_n5_attributes
 
 if TYPE_CHECKING:
     import tifffile

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpc_ilastik.export import simple_segmentation, uncertainty
-from hpc_ilastik.features import FeaturePlan, FeatureSelection, compute_features, plan_features
-from hpc_ilastik.filters import full_region, grow_region, region_slices, relative_region
-from hpc_ilastik.forest import ForestEnsemble
+from hpc_ilastik.forest.ensemble import ForestEnsemble
+from hpc_ilastik.pixel.features import FeaturePlan, FeatureSelection, compute_features, plan_features
+from hpc_ilastik.pixel.filters import full_region, grow_region, region_slices, relative_region
 
 
 @dataclass(frozen=True)
@@ -150,3 +149,16 @@ def _derive(request: SourceRequest, shape_zyx: tuple[int, ...], inputs: list[np.
     if kind == "Uncertainty":
         return uncertainty(probs[stage])
     raise ValueError(f"unknown export source kind {kind!r}")
+
+
+def simple_segmentation(probabilities: np.ndarray) -> np.ndarray:
+    """ilastik's Simple Segmentation: argmax over the channel axis + 1, uint8, one channel."""
+    return (np.argmax(probabilities, axis=-1) + 1).astype(np.uint8)[..., np.newaxis]
+
+
+def uncertainty(probabilities: np.ndarray) -> np.ndarray:
+    """ilastik's Uncertainty: 1 − (highest − second-highest probability), float32, one channel; 0 for one class."""
+    if probabilities.shape[-1] < 2:
+        return np.zeros(probabilities.shape[:-1] + (1,), dtype=np.float32)
+    top2 = np.partition(probabilities.astype(np.float32, copy=False), -2, axis=-1)[..., -2:]
+    return (np.float32(1) - (top2[..., 1:] - top2[..., :1])).astype(np.float32)

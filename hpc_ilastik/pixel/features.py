@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.filters import (
+from hpc_ilastik.pixel.filters import (
     Region,
     derivative_bank,
     eigenvalues,
@@ -28,7 +28,7 @@ from hpc_ilastik.filters import (
     hessian_orders,
     relative_region,
 )
-from hpc_ilastik.kernels import FEATURE_WINDOW, PRESMOOTH_WINDOW, kernel_radius
+from hpc_ilastik.pixel.kernels import FEATURE_WINDOW, PRESMOOTH_WINDOW, kernel_radius
 
 logger = logging.getLogger(__name__)
 

@@ -17,28 +17,27 @@ shared memory or a network; no one-sided RMA, whose progress on a busy rank 0 is
 * Waiting is done by polling with short sleeps, never in a blocking MPI call, so waiting ranks leave
   their cores to the computing ones (MPICH spins inside blocking calls).
 * Resume: the rank that draws a block first asks `is_done(block)` (the writer's chunk-exists test,
-  done in parallel) and skips it if so. `check_resume` guards against resuming someone else's output;
-  `run_attributes(..., complete=True)` marks an output finished once every block is written.
+  done in parallel) and skips it if so (`io.resume` keeps outputs of other commands apart).
 * Errors: the failing rank logs `rank R, block B: message` once and calls `MPI_Abort`, which ends every
   rank with a non-zero exit (a rank that dies outright is ended the same way by mpiexec/srun). Before the
   blocks start, `on_root` turns a UserError on rank 0 into a clean exit on every rank.
+
+This is the one module that imports mpi4py (and only when a run has several ranks).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, NoReturn, Sequence, TypeVar
+from typing import Any, Callable, Iterator, NoReturn, Sequence, TypeVar
 
-from hpc_ilastik.blocks import Block
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.progress import Progress, launcher_rank
+from hpc_ilastik.run.blocks import Block
+from hpc_ilastik.run.progress import Progress, launcher_rank
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,6 @@ MPI_INSTALL_HINT = (
     "pip install 'hpc-ilastik[mpi]' (or build mpi4py against your cluster's MPI: "
     "module load <mpi>; pip install --no-binary=mpi4py mpi4py)"
 )
-RUN_KEY = "hpc_ilastik_run"      # output attribute: the fingerprint of the command that writes it
-COMPLETE_KEY = "complete"        # output attribute: true only once every block has been written
 POLL_SECONDS = 0.005
 _TAG_REQUEST, _TAG_REPORT, _TAG_FINISH, _TAG_WORK, _TAG_STATS, _TAG_ROOT = range(101, 107)
 
@@ -433,44 +430,22 @@ def on_root(comm: Any | None, fn: Callable[[], T]) -> T:
     return result
 
 
-def file_digest(path: str) -> str:
-    """'sha256:<hex>' of a file's content (a project copied elsewhere keeps its fingerprint)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
+@dataclass(frozen=True)
+class RankGroup:
+    """The ranks of a communicator as the writers of one output see them (`io.streaming.Ranks`)."""
 
+    comm: Any
 
-def run_attributes(fingerprint: Mapping[str, object], complete: bool = False) -> dict[str, object]:
-    """Output attributes recording which command writes it and whether every block is written."""
-    return {RUN_KEY: _as_json(fingerprint), COMPLETE_KEY: complete}
+    @property
+    def rank(self) -> int:
+        return self.comm.Get_rank()
 
+    @property
+    def size(self) -> int:
+        return self.comm.Get_size()
 
-def check_resume(existing: Mapping[str, object] | None, fingerprint: Mapping[str, object], output: str) -> bool:
-    """Whether to resume `output` (True) or start it (False, `existing` attributes None = no output yet).
+    def on_root(self, fn: Callable[[], T]) -> T:
+        return on_root(self.comm, fn)
 
-    An output written by a different command, or not by hpc-ilastik, is a UserError: never mixed."""
-    if existing is None:
-        return False
-    advice = "remove it or choose another output"
-    if RUN_KEY not in existing:
-        raise UserError(f"output {output} already exists and was not written by hpc-ilastik; {advice}")
-    old, new = _as_json(existing[RUN_KEY]), _as_json(fingerprint)
-    if not isinstance(old, dict):
-        raise UserError(f"output {output} has an unreadable '{RUN_KEY}' attribute; {advice}")
-    differs = [f"{key}: {_short(old.get(key))} then, {_short(new.get(key))} now"
-               for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
-    if differs:
-        raise UserError(f"output {output} was written by a different command ({'; '.join(differs)}); {advice}")
-    return True
-
-
-def _as_json(value: object) -> Any:
-    """The value as it reads back from a JSON attribute (tuples become lists)."""
-    return json.loads(json.dumps(value))
-
-
-def _short(value: object) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    def barrier(self) -> None:
+        self.comm.barrier()

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from numba import njit
 
-from hpc_ilastik.kernels import gaussian_kernel
+from hpc_ilastik.pixel.kernels import gaussian_kernel
 
 _CHUNK = 2048  # floats of a row or plane processed together by a pass along y or z
 _MAX_OUTPUTS = 27  # a bank's distinct outputs at most: a kernel of order 0, 1 or 2 per axis

@@ -1,80 +1,26 @@
-"""What ilastik does between "the pipeline produced an array" and "a file is written", as pure functions.
+"""What ilastik's data export does to an array before it is written, as pure functions.
 
-Export sources of a probability block, the list-string options (`--cutout_subregion`, the dranges),
-renormalisation and dtype conversion, the output axis order, and the output file name (placeholders,
-extension). Facts: ilastik-spec.md §1.4 and §2 (ilastik's `opFormattedDataExport.py`, `opExportSlot.py`,
-`format_known_keys.py`, `ioOperators.py` `OpStackWriter`).
+The list-string options (`--cutout_subregion`, the dranges), renormalisation and dtype conversion, the
+cut-out region and the output axis order. Facts: ilastik-spec.md §1.4 and §2 (ilastik's
+`opFormattedDataExport.py`, `opExportSlot.py`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
-from hpc_ilastik.axes import INTERNAL_AXES, from_tzyxc, internal_slices
 from hpc_ilastik.errors import UserError
+from hpc_ilastik.io.axes import INTERNAL_AXES, from_tzyxc, internal_slices
+from hpc_ilastik.io.formats import describe_shape
 
 log = logging.getLogger(__name__)
 
 Range = tuple[float, float]
-
-_IMAGE_EXTENSIONS = ("bmp", "gif", "hdr", "jpeg", "jpg", "pbm", "pgm", "png", "pnm", "ppm", "ras", "tif", "tiff")
-_EXTENSIONS = {
-    **{ext: ext for ext in _IMAGE_EXTENSIONS},
-    **{f"{ext} sequence": ext for ext in _IMAGE_EXTENSIONS},
-    "multipage tiff": "tiff",
-    "multipage tiff sequence": "tiff",
-    "hdf5": "h5",
-    "compressed hdf5": "h5",
-    "n5": "n5",
-    "compressed n5": "n5",
-    "single-scale OME-Zarr": "zarr",
-    "multi-scale OME-Zarr": "zarr",
-    "numpy": "npy",
-    "dvid": "",
-    "blockwise hdf5": "json",
-    "zarr": "zarr",
-}
-# `--output_format` choices in ilastik's order (its 2-D list is vigra's extensions), then our own `zarr`.
-OUTPUT_FORMATS: tuple[str, ...] = tuple(_EXTENSIONS)
-UNSUPPORTED_FORMATS = {
-    "dvid": "dvid export is not supported by hpc-ilastik (it needs a DVID server); use n5, zarr or hdf5",
-    "blockwise hdf5": "'blockwise hdf5' export is not supported (ilastik does not implement it either); use hdf5 or n5",
-}
-_MISSPELLED_SOURCES = {"propabilities all stages": "probabilities all stages"}  # the manual's spelling
-
-
-# ---- export sources --------------------------------------------------------------------------------
-
-
-def simple_segmentation(probabilities: np.ndarray) -> np.ndarray:
-    """ilastik's Simple Segmentation: argmax over the channel axis + 1, uint8, one channel."""
-    return (np.argmax(probabilities, axis=-1) + 1).astype(np.uint8)[..., np.newaxis]
-
-
-def uncertainty(probabilities: np.ndarray) -> np.ndarray:
-    """ilastik's Uncertainty: 1 − (highest − second-highest probability), float32, one channel; 0 for one class."""
-    if probabilities.shape[-1] < 2:
-        return np.zeros(probabilities.shape[:-1] + (1,), dtype=np.float32)
-    top2 = np.partition(probabilities.astype(np.float32, copy=False), -2, axis=-1)[..., -2:]
-    return (np.float32(1) - (top2[..., 1:] - top2[..., :1])).astype(np.float32)
-
-
-def resolve_export_source(name: str, valid: Sequence[str]) -> str:
-    """The export source `name` spells, matched case-insensitively against the workflow's `valid` names."""
-    wanted = " ".join(name.split()).lower()
-    wanted = _MISSPELLED_SOURCES.get(wanted, wanted)
-    for candidate in valid:
-        if candidate.lower() == wanted:
-            return candidate
-    raise UserError(f"Invalid option for --export_source: {name!r}. Valid options are: {', '.join(valid)}.")
 
 
 # ---- list-string options ---------------------------------------------------------------------------
@@ -236,103 +182,6 @@ def reorder_shape(shape_tzyxc: Sequence[int], axes: str) -> tuple[int, ...]:
 
 reorder = from_tzyxc  # (x_tzyxc, axes) -> view in the output order
 reorder_slices = internal_slices  # (slices_tzyxc, axes) -> slices in the output order
-
-
-# ---- file names ------------------------------------------------------------------------------------
-
-
-def format_known_keys(template: str, values: Mapping[str, object]) -> str:
-    """ilastik's partial formatting: known placeholders formatted (specs honoured), unknown ones left as
-    written; a malformed template is returned unchanged. Like ilastik, `{{`/`}}` become `{`/`}`."""
-    formatter = string.Formatter()
-    try:
-        parts = list(formatter.parse(template))
-    except ValueError:
-        return template
-    pieces = []
-    for literal, name, spec, conversion in parts:
-        pieces.append(literal)
-        if name is None:
-            continue
-        if name in values:
-            try:
-                pieces.append(format(values[name], spec or ""))
-            except (ValueError, TypeError) as exc:
-                raise UserError(f"placeholder {{{name}:{spec}}} in {template!r} cannot be formatted: {exc}.") from exc
-        else:
-            pieces.append("{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}")
-    return "".join(pieces)
-
-
-def format_path(template: str, *, dataset_dir: str, nickname: str, result_type: str,
-                region: Sequence[slice], roi_axes: str | None = None, slice_index: int | None = None) -> str:
-    """ilastik's two formatting rounds: {dataset_dir} {nickname} {result_type}, then {roi} and
-    {<axis>_start}/{<axis>_stop} (absolute coordinates of the exported tzyxc `region`; {roi} lists
-    (starts),(stops) in ilastik's internal order `roi_axes`, default from the region). `~` is expanded.
-    {slice_index} is filled only when given (sequence writers fill it per slice)."""
-    names = {"dataset_dir": dataset_dir, "nickname": nickname.replace("*", ""), "result_type": result_type}
-    text = format_known_keys(os.path.expanduser(template), names)
-    starts = {a: int(s.start) for a, s in zip(INTERNAL_AXES, region)}
-    stops = {a: int(s.stop) for a, s in zip(INTERNAL_AXES, region)}
-    roi_axes = roi_axes or ilastik_axes([stops[a] - starts[a] for a in INTERNAL_AXES])
-    coordinates: dict[str, object] = {"roi": [tuple(starts[a] for a in roi_axes), tuple(stops[a] for a in roi_axes)]}
-    for axis in INTERNAL_AXES:
-        coordinates[f"{axis}_start"], coordinates[f"{axis}_stop"] = starts[axis], stops[axis]
-    if slice_index is not None:
-        coordinates["slice_index"] = slice_index
-    return format_known_keys(text, coordinates)
-
-
-def canonical_format(fmt: str) -> str:
-    """The `--output_format` name as listed in OUTPUT_FORMATS (matched ignoring case and extra spaces)."""
-    wanted = " ".join(fmt.split()).lower()
-    for name in OUTPUT_FORMATS:
-        if name.lower() == wanted:
-            return name
-    raise UserError(f"Unknown output format {fmt!r}; choose one of: {', '.join(OUTPUT_FORMATS)}.")
-
-
-def format_extension(fmt: str) -> str:
-    """The file extension ilastik gives a format (h5, n5, zarr, npy, tiff, png, ...)."""
-    name = canonical_format(fmt)
-    if name in UNSUPPORTED_FORMATS:
-        raise UserError(UNSUPPORTED_FORMATS[name] + ".")
-    return _EXTENSIONS[name]
-
-
-def with_extension(path: str, fmt: str) -> str:
-    """ilastik's extension rule: the text after the last dot of the file name is replaced by the format's extension."""
-    return os.path.splitext(path)[0] + "." + format_extension(fmt)
-
-
-def output_path(template: str, fmt: str, *, dataset_dir: str, nickname: str, result_type: str,
-                region: Sequence[slice], base_dir: str, roi_axes: str | None = None) -> str:
-    """The export file (or container/template) path: placeholders, the format's extension, and a relative
-    result taken relative to `base_dir` (ilastik: the project's folder, or the current directory when
-    the template was given on the command line)."""
-    formatted = format_path(template, dataset_dir=dataset_dir, nickname=nickname, result_type=result_type,
-                            region=region, roi_axes=roi_axes)
-    return os.path.normpath(os.path.join(base_dir, with_extension(formatted, fmt)))
-
-
-def slice_index_digits(offset: int, n_slices: int) -> int:
-    """ilastik's zero padding for a bare {slice_index}: ceil(log10(offset + n_slices + 1)) digits."""
-    return int(math.ceil(math.log10(offset + n_slices + 1)))
-
-
-def pad_slice_index(template: str, offset: int, n_slices: int) -> str:
-    """A sequence template with a bare {slice_index} given ilastik's zero padding (explicit specs are kept);
-    UserError when the template has no {slice_index} at all."""
-    if "123456789" not in format_known_keys(template, {"slice_index": 123456789}):
-        raise UserError(f"Output filepath pattern must contain the '{{slice_index}}' field for sequence formats "
-                        f"(e.g. --output_filename_format={{dataset_dir}}/{{nickname}}_z{{slice_index}}.png); got {template!r}.")
-    digits = slice_index_digits(offset, n_slices)
-    return template.replace("{slice_index}", "{slice_index:0%dd}" % digits)
-
-
-def describe_shape(shape: Sequence[int], axes: str) -> str:
-    """A shape with its axes, as error messages name it."""
-    return f"shape {tuple(int(n) for n in shape)} in axes {axes}"
 
 
 def _is_int(value: object) -> bool:

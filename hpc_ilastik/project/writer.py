@@ -20,10 +20,11 @@ from dataclasses import dataclass, replace
 import h5py
 import numpy as np
 
-from hpc_ilastik.axes import INTERNAL_AXES, from_tzyxc, internal_slices, make_axistags, to_tzyxc
-from hpc_ilastik.features import FeatureSelection
-from hpc_ilastik.forest import ForestEnsemble, write_classifier
-from hpc_ilastik.inputs import Source
+from hpc_ilastik.forest.ensemble import ForestEnsemble, write_classifier
+from hpc_ilastik.io.axes import INTERNAL_AXES, from_tzyxc, internal_slices, make_axistags, to_tzyxc
+from hpc_ilastik.io.inputs import Source
+from hpc_ilastik.pixel.features import FeatureSelection
+from hpc_ilastik.pixel.training import LabelBlock
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ _FACTORY_TEMPLATE = (
 _EMPTY_BOOKMARKS = b"(lp0\n."  # protocol-0 pickle of [] (ilastik stores it as numpy.void)
 
 _ASCII = h5py.string_dtype("ascii")
-
-LabelBlock = tuple[tuple[slice, ...], np.ndarray]  # (tzyxc slices in the image, uint8 tzyxc labels)
 
 
 @dataclass(frozen=True)

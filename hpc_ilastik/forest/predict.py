@@ -1,0 +1,311 @@
+"""Prediction with vigra forests in numba: vigra's float32 arithmetic and ilastik's combination of
+several forests, bit for bit.
+
+All forests of a classifier are packed into one node table (`pack_forests`); rows go through every tree
+a batch at a time, and each tree finds a row's leaf by bit masks (QuickScorer, trees of at most 64
+leaves) or by walking (larger trees). Facts: ilastik-numerics.md §7-§8.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numba import njit
+
+if TYPE_CHECKING:
+    from hpc_ilastik.forest.vigra import VigraForest
+
+_BATCH_ROWS = 1024  # rows per pass of the trees: their features (<= a few hundred KiB) stay in L2, sums in L1
+_LANES = 16  # rows walked through a tree in lock step
+_FEW_LEAVES = 8  # trees with at most this many leaves add their values by vectorised selects
+_ALL_LEAVES_INT = (1 << 64) - 1
+_DEBRUIJN_INT = 0x03F79D71B4CB0A89  # a de Bruijn sequence: (2^k · it mod 2^64) >> 58 differs for each k < 64
+_DEBRUIJN = np.uint64(_DEBRUIJN_INT)
+
+
+def _debruijn_positions() -> np.ndarray:
+    """k for each value of (2^k · _DEBRUIJN mod 2^64) >> 58: the index of a word's only set bit."""
+    table = np.zeros(64, dtype=np.int64)
+    for k in range(64):
+        table[((1 << k) * _DEBRUIJN_INT % (1 << 64)) >> 58] = k
+    return table
+
+
+_DEBRUIJN_POSITION = _debruijn_positions()
+
+
+def pack_forests(forests: Sequence[VigraForest]) -> tuple[np.ndarray, ...]:
+    """The kernel's arrays for these forests: node tables (see _walk_arrays, _mask_arrays), leaf values,
+    trees per forest and each forest's constant row norm (NaN where rows differ)."""
+    values = [f.leaf_probs * (f.leaf_weights[:, None] if f.predict_weighted else 1.0) for f in forests]
+    return (
+        *_walk_arrays(forests),
+        *_mask_arrays(forests),
+        np.ascontiguousarray(np.concatenate(values), dtype=np.float64),
+        np.cumsum([0] + [f.n_trees for f in forests]).astype(np.int64),
+        np.array([_constant_norm(v, f.leaf_start) for v, f in zip(values, forests)], dtype=np.float32),
+    )
+
+
+def predict_columns(X: np.ndarray, packed: tuple[np.ndarray, ...], n_columns: int, combine: bool) -> np.ndarray:
+    """(n, F) float32 features → (n, n_columns) float32: vigra's probabilities per forest, combined as ilastik
+    does when `combine` (else the single forest's own). X is best a view of channels-first data (as
+    `compute_features` gives it: read in place); other layouts are copied channels-first."""
+    probs = np.zeros((X.shape[0], n_columns), dtype=np.float32)
+    _predict_kernel(np.ascontiguousarray(X.T), *packed, combine, probs)
+    return probs
+
+
+@njit(cache=True, nogil=True)
+def _walk(flat, row_stride, start, m, feature, threshold, children, root, depth, n_splits, node, leaf):
+    """leaf[r] for rows start..start+m-1 of the channels-first features `flat` (feature f of row i at
+    f·row_stride + i): _LANES rows walk the tree in lock step for exactly its depth (leaves loop to
+    themselves), a branch-free loop whose independent walks the CPU overlaps."""
+    last = np.uint64(start + m - 1)
+    for r0 in range(0, m, _LANES):
+        for j in range(_LANES):
+            node[j] = root
+        for _ in range(depth):
+            for j in range(_LANES):  # lanes beyond m walk the last row again; their leaves go unused
+                a = node[j]
+                x = flat[np.uint64(feature[a]) * np.uint64(row_stride) + min(np.uint64(start + r0 + j), last)]
+                node[j] = children[np.uint64(2 * a) + np.uint64(x >= threshold[a])]
+        for j in range(min(_LANES, m - r0)):
+            leaf[r0 + j] = np.int64(node[j]) - n_splits
+
+
+@njit(cache=True, nogil=True)
+def _reachable(Xt, start, m, feature, threshold, bits, first, stop, reachable):
+    """QuickScorer for rows start..start+m-1 of a tree of at most 64 leaves numbered left to right: every
+    split whose test sends a row right removes its left subtree's leaves from the row's reachable set, and
+    the exit leaf is the lowest bit left. Each split is one vectorised pass over a feature's row; the sets
+    are `reachable`'s unsigned type (uint32 for trees of at most 32 leaves: twice the rows per vector)."""
+    word = reachable.dtype.type
+    everything = word(~word(0))
+    reachable[:m] = everything
+    for s in range(first, stop):
+        row = Xt[feature[s], start:start + m]
+        th = threshold[s]
+        mask = word(bits[s])
+        for r in range(m):
+            reachable[r] &= mask if row[r] >= th else everything
+
+
+@njit(cache=True, nogil=True)
+def _lowest_leaves(reachable, m, leaves, leaf):
+    """leaf[r] = leaves[index of the lowest set bit of reachable[r]] (de Bruijn multiplication)."""
+    for r in range(m):
+        lowest = reachable[r] & (~reachable[r] + np.uint64(1))
+        leaf[r] = leaves[_DEBRUIJN_POSITION[(lowest * _DEBRUIJN) >> np.uint64(58)]]
+
+
+@njit(cache=True, nogil=True)
+def _add_leaves(leaf, m, leaf_values, acc, weight, track_weight):
+    """vigra's accumulation of one tree: acc[c, r] += float32(value), weight[r] += value (if `track_weight`),
+    class by class."""
+    for r in range(m):
+        for c in range(leaf_values.shape[1]):
+            v = leaf_values[leaf[r], c]
+            acc[c, r] += np.float32(v)
+            if track_weight:
+                weight[r] += v
+
+
+@njit(cache=True, nogil=True)
+def _add_exit_leaves(reachable, m, leaves, leaf_values, acc, weight, track_weight):
+    """_lowest_leaves + _add_leaves for a tree of few leaves, vectorised: each leaf adds its values where it
+    is the exit leaf and zeros elsewhere (x + 0 == x, so the sums are the same, bit for bit); the weights
+    only if `track_weight`."""
+    word = reachable.dtype.type
+    one = word(1)
+    for k in range(leaves.shape[0]):
+        below = word((one << word(k + 1)) - one)
+        exit_bit = word(one << word(k))
+        for c in range(leaf_values.shape[1]):
+            v = leaf_values[leaves[k], c]
+            v32 = np.float32(v)
+            row_acc = acc[c]
+            if track_weight:  # two loops: with the test inside, LLVM keeps it there (a third slower)
+                for r in range(m):
+                    hit = (reachable[r] & below) == exit_bit
+                    row_acc[r] += v32 if hit else np.float32(0)
+                    weight[r] += v if hit else 0.0
+            else:
+                for r in range(m):
+                    row_acc[r] += v32 if (reachable[r] & below) == exit_bit else np.float32(0)
+
+
+@njit(cache=True, nogil=True)
+def _predict_kernel(Xt, feature, threshold, children, roots, depths, walked, m_feature, m_threshold, m_bits, m_start,
+                    m_leaves, m_leaf_start, leaf_values, forest_trees, norms, combine, out):
+    """Forest probabilities into `out` (zeros, float32 (n, C)) for the C-contiguous features Xt (F, n):
+    vigra's per forest, then ilastik's tree-count weighted mean of the forests if `combine` (else `out`
+    is the single forest's own result). Rows go _BATCH_ROWS at a time through every tree (their features
+    stay in L2); each tree finds its exit leaves by walking (`walked`, more than 64 leaves) or by masks, and
+    adds their values. A forest whose `norms` entry is not NaN divides every row by it (see _constant_norm)."""
+    n_features, n = Xt.shape
+    n_classes = leaf_values.shape[1]
+    n_splits = feature.shape[0] - leaf_values.shape[0]
+    n_forests = forest_trees.shape[0] - 1
+    total_trees = np.float32(forest_trees[n_forests])
+    acc = np.empty((n_classes, _BATCH_ROWS), dtype=np.float32)
+    weight = np.empty(_BATCH_ROWS, dtype=np.float64)
+    has_nan = np.empty(_BATCH_ROWS, dtype=np.uint8)
+    flat = Xt.ravel()
+    node = np.empty(_LANES, dtype=np.uint32)
+    leaf = np.empty(_BATCH_ROWS, dtype=np.int64)
+    reachable = np.empty(_BATCH_ROWS, dtype=np.uint64)
+    few = np.empty(_BATCH_ROWS, dtype=np.uint32)  # the reachable sets of trees with few leaves
+    for start in range(0, n, _BATCH_ROWS):
+        m = min(_BATCH_ROWS, n - start)
+        has_nan[:m] = 0
+        for f in range(n_features):  # also brings the rows' features into the cache for the trees
+            row = Xt[f, start:start + m]
+            for r in range(m):
+                has_nan[r] |= row[r] != row[r]
+        for f in range(n_forests):
+            acc[:, :m] = 0
+            weight[:m] = 0
+            track_weight = np.isnan(norms[f])
+            for t in range(forest_trees[f], forest_trees[f + 1]):
+                leaves = m_leaves[m_leaf_start[t]:m_leaf_start[t + 1]]
+                if walked[t]:
+                    _walk(flat, n, start, m, feature, threshold, children, np.uint32(roots[t]), depths[t], n_splits,
+                          node, leaf)
+                    _add_leaves(leaf, m, leaf_values, acc, weight, track_weight)
+                    continue
+                if leaves.shape[0] <= _FEW_LEAVES:
+                    _reachable(Xt, start, m, m_feature, m_threshold, m_bits, m_start[t], m_start[t + 1], few)
+                    _add_exit_leaves(few, m, leaves, leaf_values, acc, weight, track_weight)
+                else:
+                    _reachable(Xt, start, m, m_feature, m_threshold, m_bits, m_start[t], m_start[t + 1], reachable)
+                    _lowest_leaves(reachable, m, leaves, leaf)
+                    _add_leaves(leaf, m, leaf_values, acc, weight, track_weight)
+            trees_f = np.float32(forest_trees[f + 1] - forest_trees[f])
+            for r in range(m):
+                if not has_nan[r]:
+                    norm = np.float32(weight[r]) if track_weight else norms[f]
+                    for c in range(n_classes):
+                        if combine:
+                            out[start + r, c] += (acc[c, r] / norm) * trees_f
+                        else:
+                            out[start + r, c] = acc[c, r] / norm
+        if combine:
+            for r in range(m):
+                for c in range(n_classes):
+                    out[start + r, c] /= total_trees
+
+
+def _constant_norm(values: np.ndarray, leaf_start: np.ndarray) -> float:
+    """float32(total weight) of a row when it provably does not depend on the row, else NaN.
+
+    vigra sums every leaf value a row meets in double (tree by tree, class by class) and divides by that
+    sum rounded to float32. When each tree's leaves sum to nearly the same total (unweighted forests: 1),
+    the exact sum lies in [Σ min, Σ max] over the trees, the double sum within n·2⁻⁵³·Σ|v| of it (plus
+    margin); if both ends round to the same float32, so does every row's sum, and the kernel skips it."""
+    n_trees = len(leaf_start) - 1
+    if n_trees < 1 or not np.isfinite(values).all():
+        return math.nan
+    starts = leaf_start[:-1]
+    sums = values.sum(axis=1)
+    abs_total = float(np.maximum.reduceat(np.abs(values).sum(axis=1), starts).sum())
+    slack = 4.0 * (n_trees * values.shape[1] + values.shape[1] + 4) * 2.0 ** -53 * abs_total
+    lo = math.fsum(np.minimum.reduceat(sums, starts)) - slack
+    hi = math.fsum(np.maximum.reduceat(sums, starts)) + slack
+    return float(np.float32(lo)) if np.float32(lo) == np.float32(hi) else math.nan
+
+
+def _float32_threshold(threshold: np.ndarray) -> np.ndarray:
+    """The smallest float32 >= each float64 threshold: for float32 x, x < t exactly when x < that value."""
+    t32 = threshold.astype(np.float32)
+    below = t32.astype(np.float64) < threshold
+    t32[below] = np.nextafter(t32[below], np.float32(np.inf))
+    return t32
+
+
+def _walk_arrays(forests: Sequence[VigraForest]) -> tuple[np.ndarray, ...]:
+    """All forests as one node table for the kernel: split nodes (indices shifted per forest), then one node
+    per leaf that loops to itself (feature 0, threshold NaN: never x >= NaN). Returns feature (int32),
+    float32 threshold, children (int32, flat pairs), roots and depths (splits on the longest path) per tree."""
+    split_shift = np.cumsum([0] + [len(f.feature) for f in forests])
+    leaf_shift = np.cumsum([0] + [len(f.leaf_weights) for f in forests])
+    n_splits, n_leaves = int(split_shift[-1]), int(leaf_shift[-1])
+
+    def as_nodes(arrays) -> np.ndarray:  # forest-local child codes → node indices
+        return np.concatenate([np.where(a >= 0, a + s, n_splits + l - 1 - a)
+                               for a, s, l in zip(arrays, split_shift, leaf_shift)]).astype(np.int64)
+
+    leaves = np.arange(n_splits, n_splits + n_leaves)
+    children = np.concatenate([as_nodes([f.children for f in forests]).reshape(-1, 2),
+                               np.stack([leaves, leaves], axis=1)])
+    roots = as_nodes([f.roots() for f in forests])
+    depth = np.zeros(n_splits + n_leaves, dtype=np.int64)
+    frontier = roots[roots < n_splits]
+    while frontier.size:  # level by level from the roots (trees are acyclic: read_vigra_forest checks)
+        below = children[frontier].ravel()
+        depth[below] = np.repeat(depth[frontier] + 1, 2)
+        frontier = below[below < n_splits]
+    tree_of_leaf = np.concatenate([np.repeat(np.arange(f.n_trees) + t0, np.diff(f.leaf_start))
+                                   for f, t0 in zip(forests, np.cumsum([0] + [f.n_trees for f in forests]))])
+    depths = np.zeros(len(roots), dtype=np.int64)
+    np.maximum.at(depths, tree_of_leaf, depth[n_splits:])
+    feature = np.concatenate([f.feature for f in forests] + [np.zeros(n_leaves)]).astype(np.int32)
+    threshold = np.concatenate([_float32_threshold(np.concatenate([f.threshold for f in forests])),
+                                np.full(n_leaves, np.nan, dtype=np.float32)])
+    return feature, threshold, children.astype(np.int32).ravel(), roots, depths
+
+
+def _left_to_right(children: np.ndarray, root: int) -> tuple[list[int], list[tuple[int, int, int]]]:
+    """A tree's leaves left to right (forest-local leaf indices) and, per split, the positions lo:hi of its
+    left subtree's leaves in that order."""
+    order: list[int] = []
+    tests: list[tuple[int, int, int]] = []
+
+    def visit(code: int) -> tuple[int, int]:
+        if code < 0:
+            order.append(-1 - code)
+            return len(order) - 1, len(order)
+        lo, mid = visit(int(children[code, 0]))
+        _, hi = visit(int(children[code, 1]))
+        tests.append((code, lo, mid))
+        return lo, hi
+
+    visit(root)
+    return order, tests
+
+
+def _mask_arrays(forests: Sequence[VigraForest]) -> tuple[np.ndarray, ...]:
+    """The kernel's tables for finding exit leaves by masks: per split its feature, float32 threshold and the
+    bits of the leaves that stay reachable when the row goes right; per tree whether it is walked instead
+    (more than 64 leaves), its splits m_start[t]:m_start[t + 1] and its leaves left to right (global
+    leaf indices, m_leaf_start[t]:m_leaf_start[t + 1])."""
+    feature: list[int] = []
+    threshold: list[float] = []
+    bits: list[int] = []
+    walked: list[bool] = []
+    starts: list[int] = []
+    leaves: list[int] = []
+    leaf_starts: list[int] = []
+    leaf_shift = 0
+    for forest in forests:
+        for t, root in enumerate(forest.roots()):
+            starts.append(len(feature))
+            leaf_starts.append(len(leaves))
+            walked.append(bool(forest.leaf_start[t + 1] - forest.leaf_start[t] > 64))
+            if walked[-1]:
+                continue
+            order, tests = _left_to_right(forest.children, int(root))
+            for split, lo, hi in tests:
+                feature.append(int(forest.feature[split]))
+                threshold.append(float(forest.threshold[split]))
+                bits.append(_ALL_LEAVES_INT & ~(((1 << (hi - lo)) - 1) << lo))
+            leaves.extend(leaf_shift + leaf for leaf in order)
+        leaf_shift += len(forest.leaf_weights)
+    starts.append(len(feature))
+    leaf_starts.append(len(leaves))
+    return (np.array(walked, dtype=np.bool_), np.array(feature, dtype=np.int32),
+            _float32_threshold(np.array(threshold, dtype=np.float64)), np.array(bits, dtype=np.uint64),
+            np.array(starts, dtype=np.int64), np.array(leaves, dtype=np.int64), np.array(leaf_starts, dtype=np.int64))

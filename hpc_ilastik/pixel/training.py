@@ -1,0 +1,107 @@
+"""Training pixel classifiers: the labelled pixels' features, and vigra-style forests fitted with scikit-learn.
+
+Forests are trained with scikit-learn using vigra's defaults as far as scikit-learn has them (gini,
+bootstrap of n rows, mtry = round(sqrt(F)), split while a node is impure and holds more than one sample)
+and converted to vigra forests, split into sub-forests as ilastik's ParallelVigraRfLazyflowClassifier
+does (ilastik-numerics.md §7). Features are computed only around the labelled pixels, tile by tile.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from hpc_ilastik.errors import UserError
+from hpc_ilastik.forest.ensemble import ForestEnsemble
+from hpc_ilastik.forest.vigra import from_sklearn
+from hpc_ilastik.run import blocks as blk
+
+LabelBlock = tuple[tuple[slice, ...], np.ndarray]  # (tzyxc slices in the image, uint8 tzyxc labels)
+
+DEFAULT_TREE_COUNT = 100  # ilastik's ParallelVigraRfLazyflowClassifierFactory(100)
+DEFAULT_FOREST_COUNT = 4
+FEATURE_TILE = {2: (1, 512, 512), 3: (32, 128, 128)}  # (z, y, x) per feature computation, 2-D / 3-D images
+
+
+def training_set(features_zyxF: np.ndarray, labels_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(X float32 (n, F), y uint32 (n,)) of the labelled pixels (label > 0), in C order."""
+    if features_zyxF.shape[:-1] != labels_zyx.shape:
+        raise ValueError(f"features {features_zyxF.shape} and labels {labels_zyx.shape} do not match")
+    mask = labels_zyx > 0
+    return features_zyxF[mask].astype(np.float32), labels_zyx[mask].astype(np.uint32)
+
+
+def split_trees(tree_count: int, n_forests: int) -> list[int]:
+    """ilastik's split of the trees over sub-forests: as even as possible, the first ones one larger."""
+    n = max(1, min(n_forests, tree_count))
+    return [tree_count // n + (1 if i < tree_count % n else 0) for i in range(n)]
+
+
+def train_forests(X: np.ndarray, y: np.ndarray, tree_count: int = DEFAULT_TREE_COUNT,
+                  n_forests: int = DEFAULT_FOREST_COUNT, seed: int | None = None) -> ForestEnsemble:
+    """Train `tree_count` trees in `n_forests` sub-forests (ilastik's Forest0000, Forest0001, …)."""
+    if tree_count < 1:
+        raise UserError(f"The tree count must be at least 1, got {tree_count}.")
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    y = np.asarray(y, dtype=np.uint32)
+    if X.ndim != 2 or len(X) != len(y) or not len(y):
+        raise ValueError(f"need matching non-empty X (n, F) and y (n,), got {X.shape} and {y.shape}")
+    from sklearn.ensemble import RandomForestClassifier  # lazy here: sklearn's import costs every run ~0.5 s
+
+    mtry = max(1, int(math.floor(math.sqrt(X.shape[1]) + 0.5)))  # vigra's RF_SQRT
+    seeds = np.random.SeedSequence(seed).generate_state(n_forests)
+    forests = []
+    for trees, forest_seed in zip(split_trees(tree_count, n_forests), seeds):
+        model = RandomForestClassifier(n_estimators=trees, criterion="gini", max_features=mtry, bootstrap=True,
+                                       min_samples_split=2, min_samples_leaf=1, n_jobs=-1,
+                                       random_state=int(forest_seed))
+        model.fit(X, y)
+        forests.append(from_sklearn(model))
+    return ForestEnsemble(forests=forests, known_labels=np.unique(y).astype(np.uint32))
+
+
+def _tiles_with_labels(label_blocks: Sequence[LabelBlock], shape_tzyxc: tuple[int, ...]) -> dict[tuple, np.ndarray]:
+    """The tiles of a FEATURE_TILE grid (one time point each) that hold labels → the tile's labels (t, z, y, x).
+
+    Label blocks are pasted into the tiles they overlap, so nearby small blocks share one feature computation.
+    """
+    tile = (1,) + FEATURE_TILE[2 if shape_tzyxc[1] == 1 else 3]
+    tiles: dict[tuple, np.ndarray] = {}
+    for slices, labels in label_blocks:
+        ranges = [range(s.start // n, (s.stop - 1) // n + 1) for s, n in zip(slices[:4], tile)]
+        for index in itertools.product(*ranges):
+            bounds = [slice(i * n, min((i + 1) * n, size)) for i, n, size in zip(index, tile, shape_tzyxc)]
+            overlap = [slice(max(b.start, s.start), min(b.stop, s.stop)) for b, s in zip(bounds, slices)]
+            piece = labels[tuple(slice(o.start - s.start, o.stop - s.start) for o, s in zip(overlap, slices)) + (0,)]
+            if not piece.any():
+                continue
+            target = tiles.setdefault(index, np.zeros([b.stop - b.start for b in bounds], dtype=np.uint8))
+            view = target[tuple(slice(o.start - b.start, o.stop - b.start) for o, b in zip(overlap, bounds))]
+            np.copyto(view, piece, where=piece > 0)
+    return tiles
+
+
+def labelled_features(read: Callable[[tuple[slice, ...]], np.ndarray], shape_tzyxc: tuple[int, ...],
+                      label_blocks: Sequence[LabelBlock], features_of: Callable[[np.ndarray], np.ndarray],
+                      halo_zyx: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(X, y) of every labelled pixel: features computed tile by tile, on tile + halo, where there are labels.
+
+    `read` gives a tzyxc region of the image, `features_of` maps a zyxc array to (z, y, x, F) features
+    valid wherever the halo is available (the image border counts as available).
+    """
+    xs, ys = [], []
+    tile_shape = (1,) + FEATURE_TILE[2 if shape_tzyxc[1] == 1 else 3] + (shape_tzyxc[4],)
+    for index, labels in sorted(_tiles_with_labels(label_blocks, shape_tzyxc).items()):
+        slices = tuple(slice(i * n, i * n + size) for i, n, size in zip(index, tile_shape, labels.shape))
+        tile = blk.Block(0, index + (0,), slices + (slice(0, shape_tzyxc[4]),), slices + (slice(0, shape_tzyxc[4]),))
+        read_slices, crop = blk.read_region(tile, halo_zyx, shape_tzyxc)
+        features = features_of(read(read_slices)[0])[crop[1:4]]
+        x, y = training_set(features, labels[0])
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.uint32)
+    return np.concatenate(xs), np.concatenate(ys)

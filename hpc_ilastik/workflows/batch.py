@@ -1,0 +1,100 @@
+"""What every workflow's headless run does around its own computation: the export settings in force, one
+lane of input files per image (one file per role), every input checked before work starts, and the lanes
+run in this process or shared file by file across MPI ranks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hpc_ilastik.errors import UserError
+from hpc_ilastik.io.formats import check_format
+from hpc_ilastik.io.inputs import Source, open_input, resolve_files
+from hpc_ilastik.project.common import Project
+from hpc_ilastik.run.distributed import get_comm, share_files
+from hpc_ilastik.run.progress import Progress
+from hpc_ilastik.workflows.export import ExportOptions, export_options
+from hpc_ilastik.workflows.options import HeadlessOptions, InputOptions
+
+Lane = dict[str, str | None]  # role name → the input given for it (None: not given)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A headless run's inputs and settings, checked: the export in force, the lanes, the MPI communicator
+    (None in a single process)."""
+
+    options: HeadlessOptions
+    roles: tuple[str, ...]
+    export: ExportOptions
+    lanes: list[Lane]
+    comm: Any | None
+
+    def open_lane(self, lane: Lane) -> dict[str, Source | None]:
+        """Every role's input of one lane, opened lazily (nothing is read yet)."""
+        axes = role_axes(self.options.inputs, self.roles)
+        return {role: None if lane[role] is None else open_input(lane[role], axes[role], self.options.inputs.stack_along)
+                for role in self.roles}
+
+    def for_each_lane(self, run_lane: Callable[[Lane, Any | None, bool], None]) -> None:
+        """`run_lane(lane, comm, quiet)` for every lane: here, with this run's communicator for its blocks, or,
+        under mpiexec without --distributed, one lane per rank at a time (each lane then on one rank, quietly)."""
+        run = self.options.run
+        if self.comm is not None and not run.distributed:
+            first = self.roles[0]
+            share_files(self.lanes, lambda lane: run_lane(lane, None, True), self.comm,
+                        progress=Progress(len(self.lanes), unit="files", quiet=run.quiet),
+                        describe=lambda lane: f"file {lane[first]}")
+            return
+        for lane in self.lanes:
+            run_lane(lane, self.comm, run.quiet)
+
+
+def start_batch(project: Project, options: HeadlessOptions, roles: Sequence[str], sources: Mapping[str, Any]) -> Batch:
+    """Check everything that can be checked before any work: export settings and format, the lanes, that
+    every input exists (cheap: nothing is read), and MPI when asked for."""
+    export = export_options(project, options.export, sources)
+    lanes = make_lanes(options.inputs, tuple(roles), project.workflow_name)
+    role_axes(options.inputs, tuple(roles))
+    check_format(export.output_format)
+    for lane in lanes:
+        for spec in lane.values():
+            if spec is not None:
+                resolve_files(spec)
+    return Batch(options=options, roles=tuple(roles), export=export, lanes=lanes,
+                 comm=get_comm(options.run.distributed))
+
+
+def role_option(role: str) -> str:
+    """ilastik's command-line option of an input role: 'Prediction Mask' → --prediction_mask."""
+    return "--" + role.lower().replace(" ", "_")
+
+
+def make_lanes(inputs: InputOptions, roles: tuple[str, ...], workflow_name: str) -> list[Lane]:
+    """One lane per image of the first role; every other role given needs one input per image."""
+    unknown = [role for role, files in inputs.files.items() if files and role not in roles]
+    if unknown:
+        raise UserError(f"{role_option(unknown[0])} is not an input of the {workflow_name} workflow (its inputs: "
+                        f"{', '.join(role_option(role) for role in roles)})")
+    first = list(inputs.files.get(roles[0], ()))
+    if not first:
+        raise UserError(f"no input files: name them at the end of the command or after {role_option(roles[0])}")
+    columns = {roles[0]: first}
+    for role in roles[1:]:
+        given = list(inputs.files.get(role, ()))
+        if given and len(given) != len(first):
+            raise UserError(f"{len(given)} {role_option(role)} file(s) for {len(first)} raw input(s): "
+                            f"give one {role.lower()} per input")
+        columns[role] = given or [None] * len(first)
+    return [{role: columns[role][i] for role in roles} for i in range(len(first))]
+
+
+def role_axes(inputs: InputOptions, roles: tuple[str, ...]) -> dict[str, str | None]:
+    """The axes `--input_axes` gives each role (None: the file's own); one value serves every role."""
+    if len(inputs.axes) > len(roles):
+        raise UserError(f"--input_axes has {len(inputs.axes)} values but the workflow has {len(roles)} roles "
+                        f"({', '.join(roles)})")
+    if not inputs.axes:
+        return {role: None for role in roles}
+    return {role: inputs.axes[i] if i < len(inputs.axes) else inputs.axes[0] for i, role in enumerate(roles)}

@@ -1,0 +1,271 @@
+"""Pixel Classification headless: per block (with the features' halo), features → forests → the export
+sources; classifiers trained from the project's labels when asked to or when it has none. Autocontext
+is the same run with two stages (`autocontext`)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from functools import partial
+
+import numpy as np
+
+from hpc_ilastik.errors import UserError
+from hpc_ilastik.forest.ensemble import ForestEnsemble
+from hpc_ilastik.io.axes import INTERNAL_AXES
+from hpc_ilastik.io.inputs import Source, open_input
+from hpc_ilastik.pixel.pipeline import (
+    PixelStage,
+    SourceRequest,
+    compute_source,
+    compute_sources,
+    halo,
+    needed_stage,
+    plan_stages,
+)
+from hpc_ilastik.pixel.training import DEFAULT_TREE_COUNT, labelled_features, train_forests
+from hpc_ilastik.project.pixel_classification import PIXEL_CLASSIFICATION, PixelClassificationProject
+from hpc_ilastik.run import blocks as blk
+from hpc_ilastik.run.progress import Progress
+from hpc_ilastik.workflows.batch import Batch, Lane, start_batch
+from hpc_ilastik.workflows.blockwise import block_shape_for, thread_count, write_blocks
+from hpc_ilastik.workflows.export import check_distinct_paths, fingerprint, plan_target
+from hpc_ilastik.workflows.options import HeadlessOptions, TrainingOptions
+from hpc_ilastik.workflows.workflow import Workflow
+
+log = logging.getLogger(__name__)
+
+ROLES = ("Raw Data", "Prediction Mask")
+PER_STAGE = ("Probabilities", "Simple Segmentation", "Uncertainty", "Features", "Labels")
+
+
+def run(project: PixelClassificationProject, options: HeadlessOptions,
+        sources: Mapping[str, SourceRequest] | None = None) -> None:
+    """Run the project over every input, as ilastik --headless does (`sources`: the workflow's export
+    sources, Pixel Classification's by default)."""
+    batch = start_batch(project, options, ROLES, sources or {kind: SourceRequest(kind, 0) for kind in PER_STAGE})
+    ensembles = classifiers(project, options.training)
+
+    def run_lane(lane: Lane, comm, quiet: bool) -> None:
+        inputs = batch.open_lane(lane)
+        run_image(project, ensembles, inputs["Raw Data"], inputs["Prediction Mask"], batch, comm, quiet)
+
+    batch.for_each_lane(run_lane)
+
+
+def run_image(project: PixelClassificationProject, ensembles: list[ForestEnsemble], source: Source,
+              mask: Source | None, batch: Batch, comm, quiet: bool) -> list[str]:
+    """Process one input image into one export file per export source; returns the output paths."""
+    shape = tuple(source.shape_tzyxc)
+    if mask is not None and tuple(mask.shape_tzyxc)[:4] != shape[:4]:
+        raise UserError(f"prediction mask {mask.nickname!r} has shape {tuple(mask.shape_tzyxc)[:4]} (tzyx) "
+                        f"but the raw data has {shape[:4]}")
+    check_like_training(project, shape)
+    stages = resolve_stages(project, ensembles, shape)
+    options = batch.export
+    targets = [plan_target(name, request, project, source, options,
+                           shape[:4] + (output_channels(request, stages, shape[4]),),
+                           source_dtype_and_drange(request.kind, source.dtype)[0])
+               for name, request in options.sources]
+    check_distinct_paths(targets)
+    region = targets[0].region
+    block_shape = block_shape_for(batch.options.run, shape)
+    grid = blk.plan_blocks(shape, block_shape, region[:4] + (slice(0, shape[4]),))
+    context = halo(stages, max(needed_stage(t.key, len(stages)) for t in targets))
+    for target in targets:
+        target.open(options, source, block_shape, source_dtype_and_drange(target.key.kind, source.dtype)[1], comm,
+                    fingerprint(project, source, options, target.name, block_shape))
+    requests = [t.key for t in targets]
+
+    def process(block: blk.Block) -> None:
+        read, crop = blk.read_region(block, context, shape)
+        raw = source.read(read)
+        mask_block = mask.read(read)[..., 0] if mask is not None else None
+        results: list[list[np.ndarray]] = [[] for _ in targets]
+        for t in range(raw.shape[0]):
+            values = compute_sources(raw[t], stages, requests, None if mask_block is None else mask_block[t],
+                                     crop=crop[1:4])
+            for per_target, value in zip(results, values):
+                per_target.append(value)
+        for target, per_t in zip(targets, results):
+            target.write(block, np.stack(per_t))
+
+    def read_voxels(block: blk.Block) -> tuple[int, int]:
+        """What a block costs: the voxels of block and halo it reads, then its own voxels."""
+        read, _ = blk.read_region(block, context, shape)
+        return math.prod(s.stop - s.start for s in read[:4]), block.voxels
+
+    threads = 1 if comm is not None else min(thread_count(batch.options.run), len(grid))
+    if comm is None or comm.Get_rank() == 0:
+        log.info("%s: %d block(s) of %s (tzyx) with a halo of %s (zyx); about %.2f GiB per block, %d at a time%s",
+                 source.nickname, len(grid), block_shape[:4], context, block_memory(block_shape, context, stages) / 2**30,
+                 threads, f" on each of {comm.Get_size()} ranks" if comm is not None else "")
+    progress = Progress(len(grid), unit="blocks", total_voxels=int(np.prod([s.stop - s.start for s in region[:4]])),
+                        quiet=quiet, label=source.nickname)
+    return write_blocks(grid, process, targets, comm, threads, progress, read_voxels, source.nickname)
+
+
+def source_dtype_and_drange(kind: str, raw_dtype) -> tuple[str, tuple[float, float] | None]:
+    """The pipeline dtype of an export source and the value range ilastik attaches to it."""
+    if kind in ("Probabilities", "All Probabilities"):
+        return "float32", (0.0, 1.0)
+    if kind == "Simple Segmentation":  # ilastik copies the probabilities' metadata, drange included
+        return "uint8", (0.0, 1.0)
+    if kind == "Uncertainty":
+        return "float32", (0.0, 1.0)
+    if kind == "Features":
+        return "float32", None
+    if kind == "Labels":
+        return "uint8", None
+    return str(raw_dtype), None
+
+
+def output_channels(request: SourceRequest, stages: list[PixelStage], raw_channels: int) -> int:
+    """How many channels the export source has."""
+    kind, stage = request.kind, request.stage
+    if kind == "Probabilities":
+        return stages[stage].n_classes
+    if kind == "All Probabilities":
+        return sum(s.n_classes for s in stages)
+    if kind == "Features":
+        return stages[stage].plan.n_channels_out
+    if kind == "Input":
+        return raw_channels + (stages[stage - 1].n_classes if stage else 0)
+    return 1
+
+
+def block_memory(block_shape: tuple[int, ...], context: tuple[int, int, int], stages: list[PixelStage]) -> int:
+    """A generous estimate of the bytes one block needs: the read region's input, filter temporaries,
+    feature stack and probabilities, all float32."""
+    read = int(np.prod([n + 2 * h for n, h in zip(block_shape[1:4], context)]))
+    widest = max((s.plan.n_channels_out + s.n_classes for s in stages), default=0)
+    return 4 * (read * (block_shape[4] + 8) + read * widest)
+
+
+# ---- the project's classifiers -----------------------------------------------------------------------------
+
+
+def classifiers(project: PixelClassificationProject, training: TrainingOptions) -> list[ForestEnsemble]:
+    """Each stage's forests: the project's own, or trained once from its stored labels when asked to
+    (--retrain, --tree-count) or when the project has none. Training is seeded, so every MPI rank
+    trains the same forest."""
+    asked = training.retrain or training.tree_count is not None
+    ensembles: list[ForestEnsemble] = []
+    for index, stage in enumerate(project.stages):
+        if stage.classifier is not None and not asked:
+            ensembles.append(stage.classifier)
+            continue
+        why = "--retrain" if asked else "the project has no trained classifier"
+        log.info("training stage %d from the project's labels (%s)", index + 1, why)
+        ensembles.append(retrain_stage(project, index, training.tree_count or DEFAULT_TREE_COUNT,
+                                       earlier=ensembles, seed=0))
+    return ensembles
+
+
+def resolve_stages(project: PixelClassificationProject, ensembles: list[ForestEnsemble],
+                   shape_tzyxc: tuple[int, ...]) -> list[PixelStage]:
+    """The project's classifier stages planned for an image of this shape."""
+    stages = plan_stages([s.features for s in project.stages], project.class_counts(), ensembles, shape_tzyxc)
+    for index, stage in enumerate(stages):
+        if stage.ensemble.n_features != stage.plan.n_channels_out:
+            trained = project.lanes[0].roles.get("Raw Data") if project.lanes else None
+            raise UserError(
+                f"the input has {shape_tzyxc[4]} channel(s) and shape {_describe_tzyxc(shape_tzyxc)}, giving "
+                f"{stage.plan.n_channels_out} feature channels for stage {index + 1}, but the project's classifier "
+                f"was trained on {stage.ensemble.n_features}"
+                + (f" (training image {trained.nickname!r}, axes {trained.axes})" if trained else "")
+                + ": the input must have the training image's channels and spatial dimensions")
+    return stages
+
+
+def _describe_tzyxc(shape: tuple[int, ...]) -> str:
+    return " ".join(f"{a}={n}" for a, n in zip("tzyxc", shape) if n > 1 or a in "yx")
+
+
+def check_like_training(project: PixelClassificationProject, shape_tzyxc: tuple[int, ...]) -> None:
+    """ilastik's batch constraint: the input has the training image's spatial axes (t aside) and channel
+    count; a 2D project given a 3D volume is refused, even when its features are computed in 2D."""
+    trained = next((ref for lane in project.lanes if (ref := lane.roles.get("Raw Data")) is not None), None)
+    if trained is None or not trained.shape or len(trained.shape) != len(trained.axes):
+        return  # ilastik < 1.3 does not record the training shape; the feature count is still checked
+    sizes = dict(zip(trained.axes, trained.shape))
+    want = [sizes.get(a, 1) > 1 or a in "yx" for a in "zyx"] + [sizes.get("c", 1)]
+    got = [n > 1 or a in "yx" for a, n in zip("zyx", shape_tzyxc[1:4])] + [shape_tzyxc[4]]
+    if want != got:
+        raise UserError(
+            f"the input is {sum(got[:3])}D with {got[3]} channel(s) ({_describe_tzyxc(shape_tzyxc)}) but the project "
+            f"was trained on {sum(want[:3])}D images with {want[3]} channel(s) (training image {trained.nickname!r}, "
+            f"axes {trained.axes}, shape {tuple(trained.shape)}); ilastik refuses such inputs too: give data with the "
+            "training image's spatial axes and channels (check --input_axes), or use a project trained on such data")
+
+
+def retrain_stage(project: PixelClassificationProject, stage_index: int, tree_count: int = DEFAULT_TREE_COUNT, *,
+                  earlier: Sequence[ForestEnsemble] | None = None, seed: int | None = None) -> ForestEnsemble:
+    """A new forest for stage `stage_index` from the labels stored in the project (all training lanes).
+
+    Features are those of the stage's selection on the lane's training image (Autocontext stage 2:
+    on the raw image plus stage 1's probabilities, from `earlier` ensembles or the project's own).
+    """
+    stage = project.stages[stage_index]
+    xs, ys = [], []
+    for lane_index in range(len(project.lanes)):
+        label_blocks = stage.labels(lane_index)
+        if not label_blocks:
+            continue
+        source = _training_image(project, lane_index)
+        shape = source.shape_tzyxc
+        stages = _planned_stages(project, stage_index, shape, earlier)
+        features_of = partial(compute_source, stages=stages, request=SourceRequest("Features", stage_index))
+        x, y = labelled_features(source.read, shape, label_blocks, features_of, halo(stages, stage_index))
+        xs.append(x)
+        ys.append(y)
+    if not ys or not sum(len(y) for y in ys):
+        raise UserError(f"The project {project.path} has no labels to train stage {stage_index + 1} from: label some "
+                        "pixels in ilastik, or make a project with `hpc-ilastik train`.")
+    X, y = np.concatenate([x for x in xs if len(x)]), np.concatenate(ys)
+    log.info("retraining stage %d: %d trees on %d labelled pixels", stage_index + 1, tree_count, len(y))
+    return train_forests(X, y, tree_count, seed=seed)
+
+
+def _planned_stages(project: PixelClassificationProject, stage_index: int, shape_tzyxc: tuple[int, ...],
+                    earlier: Sequence[ForestEnsemble] | None) -> list[PixelStage]:
+    """Stages 0..stage_index planned for an image; earlier stages need a classifier, the target none."""
+    ensembles: list[ForestEnsemble | None] = []
+    for index in range(stage_index):
+        ensemble = earlier[index] if earlier is not None else project.stages[index].classifier
+        if ensemble is None:
+            raise UserError(f"Stage {stage_index + 1} trains on stage {index + 1}'s predictions, "
+                            f"but stage {index + 1} has no classifier.")
+        ensembles.append(ensemble)
+    selections = [s.features for s in project.stages[:stage_index + 1]]
+    return plan_stages(selections, project.class_counts(), ensembles + [None], shape_tzyxc)
+
+
+def _training_image(project: PixelClassificationProject, lane_index: int) -> Source:
+    """The lane's training image (`Raw Data`, else its first role) opened with the axes the project records.
+
+    A PNG-like file that ilastik recorded with an extra channel axis (yx file, `yxc` in the project) keeps
+    the file's own axes; the tzyxc view is the same.
+    """
+    roles = project.lanes[lane_index].roles
+    ref = roles.get("Raw Data") or next((r for r in roles.values() if r is not None), None)
+    if ref is None:
+        raise UserError(f"Lane {lane_index + 1} of {project.path} has labels but no training image to compute "
+                        "features from.")
+    spec = f"{project.path}/{ref.path.lstrip('/')}" if ref.location == "ProjectInternal" else ref.path
+    try:
+        source = open_input(spec)
+        if ref.axes and ref.axes != source.axes and len(ref.axes) == len(source.shape):
+            source = open_input(spec, axes=ref.axes)
+    except UserError as exc:
+        raise UserError(f"Training needs the image '{ref.nickname}' of lane {lane_index + 1} of {project.path}, "
+                        f"which cannot be read: {exc}") from exc
+    recorded = dict(zip(ref.axes, ref.shape or ()))
+    if ref.shape is not None and tuple(recorded.get(key, 1) for key in INTERNAL_AXES) != source.shape_tzyxc:
+        raise UserError(f"The training image {spec} ({source.axes} {tuple(source.shape)}) is not the one the project "
+                        f"was trained on ({ref.axes} {tuple(ref.shape)}).")
+    return source
+
+
+WORKFLOW = Workflow(name=PIXEL_CLASSIFICATION, roles=ROLES, run=run)

@@ -1,0 +1,117 @@
+"""The package layout holds: imports point one way (command line → workflows → project → domains → run/io),
+no import cycle, argparse only at the command line, modules of a readable size, and every workflow that
+a project can name has both a reader and a headless run."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "hpc_ilastik"
+
+# Lowest first. A module may import its own subpackage and anything on a lower level, nothing else.
+LEVELS = [
+    {"hpc_ilastik", "errors", "synthetic"},
+    {"io", "run"},
+    {"forest"},
+    {"pixel"},
+    {"project"},
+    {"workflows"},
+    {"train"},
+    {"demo"},
+    {"cli"},
+    {"__main__"},
+]
+MAX_LINES = 600
+
+
+def _modules() -> dict[str, Path]:
+    """Dotted name → file, for every module of the package."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(path: Path) -> set[str]:
+    """Every hpc_ilastik module a file imports, at the top or inside a function (annotations aside:
+    `if TYPE_CHECKING:` blocks are never run)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            node.body = []
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    return {name for name in names if name in MODULES}
+
+
+def _unit(module: str) -> str:
+    """The part of the layout a module belongs to: its subpackage, or itself at the top."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _level(module: str) -> int:
+    return next(i for i, units in enumerate(LEVELS) if _unit(module) in units)
+
+
+def test_every_module_has_a_place_in_the_layers():
+    unplaced = [module for module in MODULES if not any(_unit(module) in units for units in LEVELS)]
+    assert not unplaced
+    assert {"hpc_ilastik.io.inputs", "hpc_ilastik.run.distributed", "hpc_ilastik.pixel.features",
+            "hpc_ilastik.workflows.pixel_classification"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_point_down(module):
+    upward = [name for name in _imports(MODULES[module])
+              if _unit(name) != _unit(module) and _level(name) >= _level(module)]
+    assert not upward, f"{module} imports {upward}, which are not below it"
+
+
+def test_no_import_cycle():
+    graph = {module: _imports(path) - {module} for module, path in MODULES.items()}
+    # a package's __init__ is imported with each of its modules: count it as a plain module all the same
+    state: dict[str, int] = {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = 1
+        for name in sorted(graph[module]):
+            if state.get(name) == 1:
+                raise AssertionError("import cycle: " + " → ".join(trail[trail.index(name):] + [name]))
+            if name not in state:
+                visit(name, trail + [name])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_only_the_command_line_uses_argparse():
+    users = [module for module, path in MODULES.items()
+             if "argparse" in {a.name for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Import)
+                               for a in n.names}]
+    assert users == ["hpc_ilastik.cli"]
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_modules_stay_readable(module):
+    lines = len(MODULES[module].read_text().splitlines())
+    assert lines <= MAX_LINES, f"{module} has {lines} lines"
+
+
+def test_every_workflow_read_has_a_run():
+    from hpc_ilastik.project.reader import _READERS
+    from hpc_ilastik.workflows.headless import WORKFLOWS
+
+    assert set(_READERS) == set(WORKFLOWS)
