@@ -84,6 +84,18 @@ def _bare_readonly(argv: list[str]) -> list[str]:
             else token for i, token in enumerate(argv)]
 
 
+# Input roles beyond Raw Data (ilastik's option = the role's name in lower case with underscores): one file
+# per raw input, of the same t/z/y/x shape.
+_ROLES = (
+    ("Prediction Mask", "MASK", "Pixel Classification: pixels where the mask is 0 get probability 0 (so Simple "
+                                "Segmentation 1)"),
+    ("Prediction Maps", "MAPS", "Object Classification from prediction maps: the probabilities to threshold"),
+    ("Segmentation Image", "SEGMENTATION", "Object Classification from a binary image: objects are its connected "
+                                           "components of equal non-zero value"),
+    ("Label Image", "LABELS", "Object Classification from a label image: every non-zero id is one object"),
+)
+
+
 def _both(name: str) -> list[str]:
     """ilastik's role and data-selection options exist with underscores and with dashes."""
     return [f"--{name}", f"--{name.replace('_', '-')}"]
@@ -111,9 +123,9 @@ def headless_parser() -> argparse.ArgumentParser:
                         "current directory. A quoted glob ('slices/*.png') or paths joined by ':' are one stacked image")
     i.add_argument(*_both("raw_data"), dest="raw_data", nargs="+", metavar="INPUT",
                    help="the same inputs given to the Raw Data role by name (instead of positionally)")
-    i.add_argument(*_both("prediction_mask"), dest="prediction_mask", nargs="+", metavar="MASK",
-                   help="the Prediction Mask role: one mask per input, of the same t/z/y/x shape; pixels where the "
-                        "mask is 0 get probability 0 (so Simple Segmentation 1)")
+    for role, metavar, text in _ROLES:
+        dest = role.lower().replace(" ", "_")
+        i.add_argument(*_both(dest), dest=dest, nargs="+", metavar=metavar, help=text)
     i.add_argument(*_both("input_axes"), dest="input_axes", metavar="AXES",
                    help="the axes of the input files, e.g. yx, zyx, tyxc: letters of tzyxc, x and y required, one per "
                         "axis of the file (else an error); 'RAW,MASK' gives one per role, None keeps the file's own. "
@@ -170,6 +182,13 @@ def headless_parser() -> argparse.ArgumentParser:
                         "(yxc for 2D, zyxc for 3D, tyxc, tzyxc; or all of tzyxc), e.g. '[(0,0,None),(100,200,None)]'; "
                         "None means from the start / to the end. Features near the region's border use the whole "
                         "image, as in ilastik. Unlike ilastik (which clips), a region beyond the image is an error")
+
+    o = p.add_argument_group("object classification")
+    o.add_argument("--table_filename", metavar="PATH",
+                   help="write the object table here ({dataset_dir} and {nickname} are filled in): CSV as "
+                        "<name>_table.csv, HDF5 for a .h5/.hdf5 name. A project with stored table settings uses "
+                        "them; without, unlike ilastik (which refuses), the table holds the features the object "
+                        "classifier uses")
 
     g.add_argument("--threads", type=int,
                    help="blocks computed at once by a single-process run (default: every core this process may use; "
@@ -264,7 +283,8 @@ def headless_options(args: argparse.Namespace) -> HeadlessOptions:
     """The parsed command line as the typed options the workflows take."""
     if args.raw_data and args.inputs:
         raise UserError("give the input files either as positional arguments or after --raw_data, not both")
-    files = {"Raw Data": tuple(args.raw_data or args.inputs), "Prediction Mask": tuple(args.prediction_mask or ())}
+    files = {"Raw Data": tuple(args.raw_data or args.inputs)}
+    files.update({role: tuple(getattr(args, role.lower().replace(" ", "_")) or ()) for role, _, _ in _ROLES})
     axes = tuple(None if part.strip() in ("", "None") else part.strip().lower()
                  for part in args.input_axes.split(",")) if args.input_axes else ()
     return HeadlessOptions(
@@ -275,7 +295,7 @@ def headless_options(args: argparse.Namespace) -> HeadlessOptions:
             output_format=args.output_format, filename_template=args.output_filename_format,
             internal_path=args.output_internal_path, export_dtype=args.export_dtype, axis_order=args.output_axis_order,
             pipeline_drange=args.pipeline_result_drange, export_drange=args.export_drange,
-            cutout=args.cutout_subregion),
+            cutout=args.cutout_subregion, table_filename=args.table_filename),
         run=RunOptions(distributed=args.distributed, block_roi=args.distributed_block_roi, threads=args.threads,
                        quiet=args.quiet),
         training=TrainingOptions(retrain=args.retrain, tree_count=args.tree_count),

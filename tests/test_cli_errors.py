@@ -77,8 +77,9 @@ CASES = [
     ("glob matching nothing", _headless(OUT, "{in}/none*.png"), ["none*.png", "no file matches"]),
     ("png as project", ["--headless", "--project={in}/Data_1channel.png", IMG], ["Data_1channel.png", "not an ilastik project"]),
     ("truncated project", ["--headless", "--project={in}/broken.ilp", IMG], ["broken.ilp", "damaged"]),
-    ("object classification project", ["--headless", "--project={fixtures}/ObjectClassification2d_wSeg.ilp", IMG],
-     ["Object Classification", "not supported"]),
+    ("object classification without its segmentation", ["--headless",
+                                                         "--project={fixtures}/ObjectClassification2d_wSeg.ilp", IMG],
+     ["--segmentation_image", "every input"]),
     ("counting project", ["--headless", "--project={fixtures}/CellDensityCounting2d3c.ilp", IMG],
      ["Cell Density Counting", "not supported"]),
     ("multicut project", ["--headless", "--project={fixtures}/Boundary-basedSegmentationwMulticut3d.ilp", IMG],
@@ -169,7 +170,7 @@ def test_debug_shows_the_traceback(work, capsys):
 
 @pytest.mark.parametrize("argv, words", [
     (_headless("--export-source=Probabilities", IMG), ["--export_source"]),
-    (["--headless", "--project={fixtures}/ObjectClassification2d_wSeg.ilp", IMG], ["Object Classification"]),
+    (["--headless", "--project={fixtures}/CellDensityCounting2d3c.ilp", IMG], ["Cell Density Counting"]),
     (_headless(OUT, "{in}/volume.npy"), ["trained on 2D"]),
 ], ids=["dashed option", "unsupported workflow", "3D into 2D"])
 def test_the_real_command_exits_non_zero_without_traceback(work, argv, words):

@@ -15,6 +15,7 @@ LEVELS = [
     {"io", "run"},
     {"forest"},
     {"pixel"},
+    {"objects"},
     {"project"},
     {"workflows"},
     {"train"},

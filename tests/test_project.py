@@ -24,12 +24,9 @@ PIXEL = [
 ]
 AUTOCONTEXT = ["Autocontext2d3c.ilp", "Autocontext5t2d1c.ilp", "api/Autocontext_2D.ilp", "notebooks/ac.ilp"]
 OTHER_WORKFLOWS = {
-    "ObjectClassification2d3c_wPred.ilp": "Object Classification (from prediction image)",
-    "ObjectClassification2d3c_wLabels.ilp": "Object Classification (from label image)",
     "CellDensityCounting2d3c.ilp": "Cell Density Counting",
     "Boundary-basedSegmentationwMulticut3d.ilp": "Edge Training With Multicut",
     "TrackingwLearning5t2d1c_wBin.ilp": "Structured Learning Tracking Workflow from binary image",
-    "inputdata/pc-oc-133.ilp": "Object Classification (from pixel classification)",
 }
 
 

@@ -94,7 +94,7 @@ def read_common(f: h5py.File, path: str) -> Project:
         workflow = DEFAULT_WORKFLOW
     return Project(path=path, ilastik_version=version_text, workflow_name=workflow,
                    lanes=_read_lanes(f, os.path.dirname(path)),
-                   export_settings=_read_export_settings(f.get(_EXPORT_GROUP)))
+                   export_settings=read_export_settings(f.get(_EXPORT_GROUP)))
 
 
 @contextmanager
@@ -241,7 +241,8 @@ def first_role_axes(lane: Lane) -> str | None:
     return first.axes if first is not None else None
 
 
-def _read_export_settings(group: h5py.Group | None) -> ExportSettings:
+def read_export_settings(group: h5py.Group | None) -> ExportSettings:
+    """An export-settings group (`Prediction Export` and its kin); every field None where not stored."""
     if group is None:
         return ExportSettings()
 

@@ -84,17 +84,16 @@ class PixelClassificationProject(Project):
 
 def read_pixel_classification(f: h5py.File, common: Project) -> PixelClassificationProject:
     """The classifier stages of an open Pixel Classification (one) or Autocontext (two) project."""
-    version = version_key(common.ilastik_version)
-    lane_axes = tuple(first_role_axes(lane) for lane in common.lanes)
-    stages = []
-    for features_group, pixel_group in _STAGE_GROUPS[common.workflow_name]:
-        source = _LabelSource(project_path=common.path, group=pixel_group, version=version, lane_axes=lane_axes)
-        stages.append(_read_stage(f, features_group, pixel_group, source))
+    stages = [read_stage(f, features_group, pixel_group, common)
+              for features_group, pixel_group in _STAGE_GROUPS[common.workflow_name]]
     return PixelClassificationProject(**{slot.name: getattr(common, slot.name) for slot in fields(common)},
                                       stages=stages)
 
 
-def _read_stage(f: h5py.File, features_group: str, pixel_group: str, source: _LabelSource) -> PixelClassifierStage:
+def read_stage(f: h5py.File, features_group: str, pixel_group: str, common: Project) -> PixelClassifierStage:
+    """One pixel classifier stage: its feature selection and `pixel_group` (labels, forests)."""
+    source = _LabelSource(project_path=common.path, group=pixel_group, version=version_key(common.ilastik_version),
+                          lane_axes=tuple(first_role_axes(lane) for lane in common.lanes))
     if pixel_group not in f:
         raise UserError(f"The project {source.project_path} has no {pixel_group} group; it is incomplete.")
     pixel = f[pixel_group]

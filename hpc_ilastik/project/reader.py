@@ -9,14 +9,17 @@ import h5py
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.project.common import Project, damage_is_user_error, open_ilp, read_common
+from hpc_ilastik.project.object_classification import WORKFLOWS as OBJECT_CLASSIFICATION
+from hpc_ilastik.project.object_classification import read_object_classification
 from hpc_ilastik.project.pixel_classification import AUTOCONTEXT, PIXEL_CLASSIFICATION, read_pixel_classification
 
 # workflowName → the reader of that workflow's groups
 _READERS: dict[str, Callable[[h5py.File, Project], Project]] = {
     PIXEL_CLASSIFICATION: read_pixel_classification,
     AUTOCONTEXT: read_pixel_classification,
+    **{name: read_object_classification for name in OBJECT_CLASSIFICATION},
 }
-_SUPPORTED = f"{PIXEL_CLASSIFICATION}, Autocontext ({AUTOCONTEXT})"
+_SUPPORTED = f"{PIXEL_CLASSIFICATION}, Autocontext ({AUTOCONTEXT}), Object Classification (every variant)"
 
 
 def open_project(path: str) -> Project:

@@ -42,6 +42,7 @@ from hpc_ilastik.run.progress import Progress, launcher_rank
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 MPI_INSTALL_HINT = (
     "pip install 'hpc-ilastik[mpi]' (or build mpi4py against your cluster's MPI: "
@@ -136,6 +137,38 @@ def share_files(files: Sequence[T] | None, process_file: Callable[[T], None], co
     """Run `process_file` on each file (or lane), one per rank at a time, the next to whichever rank is
     free. Rank 0's `files` and `progress` are used; `describe` names an item in error messages."""
     return _run_dynamic(files, _Job(process_file, None, "files", lambda _: 0, describe), comm, progress)
+
+
+def map_items(items: Sequence[T] | None, fn: Callable[[T], R], comm: Any | None = None, *, threads: int = 1,
+              progress: Progress | None = None, unit: str = "items", voxels: Callable[[T], int] = lambda _: 0,
+              describe: Callable[[T], str] = str) -> list[R] | None:
+    """`fn(item)` for every item, shared dynamically over threads or ranks as `run_blocks` shares blocks; rank 0
+    gets the results in the order of its `items` (keep them small: they travel to rank 0), the others None."""
+    indexed = list(enumerate(items)) if items is not None else None
+    results: dict[int, R] = {}
+    lock = threading.Lock()
+
+    def one(pair: tuple[int, T]) -> None:
+        value = fn(pair[1])
+        with lock:
+            results[pair[0]] = value
+
+    job = _Job(one, None, unit, lambda pair: voxels(pair[1]), lambda pair: describe(pair[1]))
+    _run_dynamic(indexed, job, comm, progress, threads)
+    if comm is not None and comm.Get_size() > 1:
+        parts = comm.gather(results, root=0)
+        if comm.Get_rank() != 0:
+            return None
+        for part in parts:
+            results.update(part)
+    return [results[i] for i in range(len(indexed or ()))]
+
+
+def from_root(comm: Any | None, value: T) -> T:
+    """Rank 0's `value` on every rank (pickled; keep it to tables and maps, not images)."""
+    if comm is None or comm.Get_size() == 1:
+        return value
+    return comm.bcast(value, root=0)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ class ExportRequest:
     pipeline_drange: str | None = None  # '(min,max)' list-strings, as ilastik takes them
     export_drange: str | None = None
     cutout: str | None = None
+    table_filename: str | None = None   # Object Classification: the object table's file
 
 
 @dataclass(frozen=True)
