@@ -18,9 +18,12 @@ from hpc_ilastik.objects.extraction import PREDICTIONS, SEGMENTATION, Segmenter
 from hpc_ilastik.objects.features import HULL_3D
 from hpc_ilastik.objects.table import feature_columns, object_table
 from hpc_ilastik.objects.threshold import ThresholdSettings
+from hpc_ilastik.pixel.features import plan_features
 from hpc_ilastik.project.reader import open_project
+from hpc_ilastik.project.writer import write_pixel_classification_project
 from hpc_ilastik.workflows.object_measurement import ObjectImage, measure_objects
 from tests.conftest import FIXTURES, REPO
+from tests.test_objects import _objects_blockwise
 
 DATA = REPO / "tests" / "data"
 
@@ -102,6 +105,68 @@ def test_the_label_image_project_gives_what_real_ilastik_gives(tmp_path, record_
     assert np.array_equal(ours.argmax(axis=1), cached.argmax(axis=1))   # the stale cache: same classes
     record_property("figures", f"wLabels: 12 objects equal to real ilastik; the stale cache differs by at most "
                                f"{np.abs(ours - cached).max():.2f}")
+
+
+def test_blockwise_sources_are_ilastiks_block_local_classification(tmp_path, record_property):
+    """ilastik's Blockwise Object Probabilities on 2d_wPred (1024 x 1344 in blocks of 512 with a halo of 64:
+    objects across block borders are classified from what each block sees) equal the real ilastik's
+    (tests/data/ilastik_oracle_objects.h5), and differ from the whole image's."""
+    case = PREDICTED[0]
+    out = tmp_path / "run"
+    argv = ["--headless", "--quiet", f"--project={FIXTURES / case[0]}", f"--raw_data={INPUTS / case[1]}",
+            f"{case[2]}={INPUTS / case[3]}", "--export_source=Blockwise Object Probabilities,Object Probabilities",
+            "--output_format=numpy", f"--output_filename_format={out}/{{result_type}}.npy"]
+    assert main(argv) == 0
+    blockwise = np.load(out / "Blockwise Object Probabilities.npy")
+    with h5py.File(DATA / "ilastik_oracle_objects.h5", "r") as f:
+        assert np.array_equal(blockwise, f["ObjectClassification2d_wPred/blockwise_object_probabilities"][()])
+    differing = int(np.count_nonzero(np.any(blockwise != np.load(out / "Object Probabilities.npy"), axis=-1)))
+    assert differing > 0
+    record_property("figures", f"Blockwise Object Probabilities of 2d_wPred equal to real ilastik; {differing} pixels "
+                               "differ from the whole-image classification")
+
+
+def test_the_pixel_classification_variant_without_object_classifier(tmp_path):
+    """pc-oc-133.ilp (1.3.3, deprecated "from pixel classification"): its pixel stage feeds the thresholding.
+    It has no object classifier (ilastik refuses every export then); the sources that need none work: its
+    Pixel Probabilities equal a Pixel Classification project made of the same stage, Simple Segmentation
+    their argmax, and Object Identities are the thresholded objects, in any block shape."""
+    project_path = INPUTS / "pc-oc-133.ilp"
+    raw = INPUTS / "5t2d1c.h5/data"
+
+    def variant(out, *options):
+        argv = ["--headless", "--quiet", f"--project={project_path}", f"--raw_data={raw}", "--output_format=numpy",
+                "--export_source=Object Identities,Pixel Probabilities,Simple Segmentation",
+                f"--output_filename_format={out}/{{result_type}}.npy", *options]
+        assert main(argv) == 0
+        return {name: np.load(out / f"{name}.npy")
+                for name in ("Object Identities", "Pixel Probabilities", "Simple Segmentation")}
+
+    whole = variant(tmp_path / "whole")
+    blocks = variant(tmp_path / "blocks", "--distributed_block_roi=19")
+    for name in whole:
+        assert np.array_equal(whole[name], blocks[name]), name
+    project = open_project(str(project_path))
+    stage = project.pixel_stage
+    pixel_project = tmp_path / "pixel.ilp"
+    source = open_input(str(raw))
+    names = plan_features(stage.features, source.shape_tzyxc[1:4], source.shape_tzyxc[4]).names
+    write_pixel_classification_project(str(pixel_project), raw=source, store_data_inside=False, labels_tzyxc=[],
+                                       selection=stage.features, ensemble=stage.classifier,
+                                       label_names=stage.label_names, feature_names=names, raw_file_path=str(raw))
+    argv = ["--headless", "--quiet", f"--project={pixel_project}", "--output_format=numpy",
+            f"--output_filename_format={tmp_path}/pc_{{result_type}}.npy", str(raw)]
+    assert main(argv) == 0
+    assert np.array_equal(whole["Pixel Probabilities"], np.load(tmp_path / "pc_Probabilities.npy"))
+    assert np.array_equal(whole["Simple Segmentation"][..., 0], whole["Pixel Probabilities"].argmax(axis=-1) + 1)
+    identities = whole["Object Identities"]
+    segmenter = Segmenter(PREDICTIONS, project.threshold)
+    for t in range(identities.shape[0]):   # the project's thresholding of those probabilities, frame by frame
+        expected = _objects_blockwise(segmenter, whole["Pixel Probabilities"][t][np.newaxis], (1, 33, 77))
+        assert np.array_equal(identities[t, ..., 0], expected[0]), t
+    assert identities.max() >= 3
+    assert main(["--headless", f"--project={project_path}", f"--raw_data={raw}", "--export_source=Object Predictions",
+                 f"--output_filename_format={tmp_path}/x"]) == 2
 
 
 def _measured(case):
@@ -237,8 +302,6 @@ def test_tables_as_csv_and_hdf5(tmp_path):
 
 @pytest.mark.parametrize("options, message", [
     (["--raw_data={inputs}/2d.h5/data"], ["--prediction_maps", "every input"]),
-    (["--raw_data={inputs}/2d.h5/data", "--prediction_maps={inputs}/2d_Probabilities.h5/exported_data",
-      "--export_source=Blockwise Object Predictions"], ["Blockwise Object Predictions", "not supported"]),
     (["--raw_data={inputs}/2d.h5/data", "--segmentation_image={inputs}/2d_Binary_Segmentation.h5/exported_data"],
      ["--segmentation_image", "not an input"]),
     (["--raw_data={inputs}/2d3c.h5/data", "--prediction_maps={inputs}/2d_Probabilities.h5/exported_data"],
@@ -260,6 +323,16 @@ def test_a_project_without_classifier_or_labels_is_refused(capsys, tmp_path):
             f"{case[2]}={INPUTS / case[3]}", f"--output_filename_format={tmp_path}/x"]
     assert main(argv) == 2
     assert "no trained object classifier and no labelled objects" in capsys.readouterr().err
+
+
+def test_an_object_over_the_memory_budget_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LAZYFLOW_TOTAL_RAM_MB", "0.05")
+    case = PREDICTED[1]
+    argv = ["--headless", f"--project={FIXTURES / case[0]}", f"--raw_data={INPUTS / case[1]}",
+            f"{case[2]}={INPUTS / case[3]}", "--threads=1", "--quiet", f"--output_filename_format={tmp_path}/x"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "object 1 of frame 0" in err and "MiB allowed" in err and "LAZYFLOW_TOTAL_RAM_MB" in err and err.count("\n") == 1
 
 
 def test_a_float_label_image_is_refused(tmp_path, capsys):

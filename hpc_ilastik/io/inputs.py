@@ -120,6 +120,14 @@ def open_input(spec: str, axes: str | None = None, stack_along: str = "z") -> So
     )
 
 
+def derived_source(like: Source, shape_tzyxc: Sequence[int], dtype, read: Reader) -> Source:
+    """A Source of values computed from `like` (its names, paths and pixel sizes), in tzyxc order: `read`
+    gets the tzyxc slices of a region (concrete, in range) and returns that region."""
+    return Source(shape=tuple(int(n) for n in shape_tzyxc), dtype=np.dtype(dtype), axes=INTERNAL_AXES,
+                  nickname=like.nickname, dataset_dir=like.dataset_dir, paths=like.paths,
+                  resolutions=like.resolutions, units=like.units, _reader=read)
+
+
 def open_project_internal(h5_dataset: h5py.Dataset, axes: str | None, nickname: str, dataset_dir: str) -> Source:
     """A Source over image data stored inside an open project (`Input Data/local_data/<id>`)."""
     data = _hdf5_metadata(h5_dataset, lambda slices: h5_dataset[slices])

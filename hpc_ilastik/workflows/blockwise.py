@@ -42,6 +42,20 @@ def thread_count(run: RunOptions) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def memory_limit(workers: int) -> int:
+    """Bytes one worker (thread or rank of this node) may use for one item: ilastik's LAZYFLOW_TOTAL_RAM_MB when
+    set, else half the machine's memory, shared by the workers."""
+    given = os.environ.get("LAZYFLOW_TOTAL_RAM_MB")
+    if given is not None:
+        try:
+            total = float(given) * 2**20
+        except ValueError:
+            raise UserError(f"LAZYFLOW_TOTAL_RAM_MB={given!r} is not a number of megabytes") from None
+    else:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2
+    return int(total / max(workers, 1))
+
+
 def write_blocks(grid: Sequence[blk.Block], process: Callable[[blk.Block], None], targets: Sequence[Target],
                  comm: Any | None, threads: int, progress: Progress, cost: Callable[[blk.Block], Any],
                  nickname: str) -> list[str]:

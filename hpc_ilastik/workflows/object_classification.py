@@ -1,7 +1,8 @@
 """Object Classification headless, exact at any size: objects found block by block and merged, each object's
 features computed on a crop around it, the objects classified with the project's forests, and the export
 images written block by block. Every phase is shared over threads or MPI ranks; only small per-object
-tables travel to rank 0 (ilastik-workflows-spec.md §A)."""
+tables travel to rank 0 (ilastik-workflows-spec.md §A). The "Blockwise" export sources are ilastik's own
+block-local classification (`object_blockwise`)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import numpy as np
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.forest.ensemble import ForestEnsemble
-from hpc_ilastik.io.inputs import Source
+from hpc_ilastik.io.inputs import Source, derived_source
 from hpc_ilastik.objects import extraction, features
+from hpc_ilastik.objects.classification import classify_objects
 from hpc_ilastik.objects.extraction import Segmenter
+from hpc_ilastik.pixel.pipeline import SourceRequest, compute_sources, halo, plan_stages, simple_segmentation
 from hpc_ilastik.project.object_classification import (
     FROM_BINARY,
     FROM_LABELS,
@@ -25,12 +28,14 @@ from hpc_ilastik.project.object_classification import (
     WORKFLOWS,
     ObjectClassificationProject,
 )
+from hpc_ilastik.project.pixel_classification import PixelClassifierStage
 from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.distributed import from_root
 from hpc_ilastik.run.progress import Progress
 from hpc_ilastik.workflows.batch import Batch, Lane, role_option, start_batch
-from hpc_ilastik.workflows.blockwise import block_shape_for, thread_count, write_blocks
-from hpc_ilastik.workflows.export import check_distinct_paths, fingerprint, plan_target
+from hpc_ilastik.workflows.blockwise import block_shape_for, memory_limit, thread_count, write_blocks
+from hpc_ilastik.workflows.export import Target, check_distinct_paths, fingerprint, plan_target
+from hpc_ilastik.workflows.object_blockwise import BLOCKWISE_SOURCES, write_blockwise
 from hpc_ilastik.workflows.object_measurement import MeasuredFrame, ObjectImage, measure_objects
 from hpc_ilastik.workflows.object_table import write_object_table
 from hpc_ilastik.workflows.options import HeadlessOptions
@@ -41,40 +46,45 @@ log = logging.getLogger(__name__)
 ROLES = {FROM_PREDICTIONS: ("Raw Data", "Prediction Maps"), FROM_BINARY: ("Raw Data", "Segmentation Image"),
          FROM_LABELS: ("Raw Data", "Label Image"), FROM_PIXELS: ("Raw Data",)}
 PREDICTIONS, PROBABILITIES, IDENTITIES = "Object Predictions", "Object Probabilities", "Object Identities"
-SOURCES = (PREDICTIONS, PROBABILITIES, "Blockwise Object Predictions", "Blockwise Object Probabilities", IDENTITIES)
+PIXEL_PROBABILITIES, SIMPLE_SEGMENTATION = "Pixel Probabilities", "Simple Segmentation"
+SOURCES = (PREDICTIONS, PROBABILITIES) + BLOCKWISE_SOURCES + (IDENTITIES,)
+_CLASSIFIED = {PREDICTIONS, PROBABILITIES} | set(BLOCKWISE_SOURCES)
 _KINDS = {FROM_PREDICTIONS: extraction.PREDICTIONS, FROM_BINARY: extraction.SEGMENTATION,
-          FROM_LABELS: extraction.LABELS}
+          FROM_LABELS: extraction.LABELS, FROM_PIXELS: extraction.PREDICTIONS}
 
 
 @dataclass(frozen=True)
 class FrameResult(MeasuredFrame):
-    """A measured frame and its objects' classes and class probabilities (row = object id, row 0 = background)."""
+    """A measured frame and its objects' classes and class probabilities (row = object id, row 0 = background;
+    zeros when no classification was asked for)."""
 
     classes: np.ndarray
     probabilities: np.ndarray
 
 
+def export_sources(workflow_name: str) -> tuple[str, ...]:
+    """The variant's export sources in ilastik's order (the first is the default)."""
+    return SOURCES + ((PIXEL_PROBABILITIES, SIMPLE_SEGMENTATION) if workflow_name == FROM_PIXELS else ())
+
+
 def run(project: ObjectClassificationProject, options: HeadlessOptions) -> None:
     """Classify the objects of every input, as ilastik --headless does."""
-    if project.workflow_name == FROM_PIXELS:
-        raise UserError("Object Classification projects of the deprecated 'from pixel classification' variant are "
-                        "not supported yet: run the Pixel Classification project, then an Object Classification "
-                        "project from prediction maps")
     roles = ROLES[project.workflow_name]
-    batch = start_batch(project, options, roles, {name: name for name in SOURCES})
-    blockwise = [name for name, _ in batch.export.sources if name.startswith("Blockwise")]
-    if blockwise:
-        raise UserError(f"the export source '{blockwise[0]}' is not supported yet; '{PREDICTIONS}' and "
-                        f"'{PROBABILITIES}' are exact at any image size")
-    missing = next((lane[roles[0]] for lane in batch.lanes if lane[roles[1]] is None), None)
+    batch = start_batch(project, options, roles, {name: name for name in export_sources(project.workflow_name)})
+    missing = next((lane[roles[0]] for lane in batch.lanes if len(roles) > 1 and lane[roles[1]] is None), None)
     if missing is not None:
         raise UserError(f"the {project.workflow_name} project needs {role_option(roles[1])} for every input "
                         f"(none given for {missing})")
-    classifier = _classifier(project)
+    asked = {name for name, _ in batch.export.sources}
+    table = options.export.table_filename is not None or project.table is not None
+    # unlike ilastik, which refuses any export then, the sources that need no object classifier work without one
+    classifier = _classifier(project) if asked & _CLASSIFIED or table else None
 
     def run_lane(lane: Lane, comm, quiet: bool) -> None:
         inputs = batch.open_lane(lane)
-        run_image(project, classifier, inputs[roles[0]], inputs[roles[1]], batch, comm, quiet)
+        raw = inputs[roles[0]]
+        second = inputs[roles[1]] if len(roles) > 1 else pixel_probabilities(raw, project.pixel_stage)
+        run_image(project, classifier, raw, second, batch, comm, quiet)
 
     batch.for_each_lane(run_lane)
 
@@ -88,13 +98,40 @@ def _classifier(project: ObjectClassificationProject) -> ForestEnsemble:
     labelled = sum(int(np.count_nonzero(frame)) for lane in project.object_labels for frame in lane)
     if not labelled:
         raise UserError(f"the project {project.path} has no trained object classifier and no labelled objects to "
-                        "train one: label objects in ilastik and save the project")
+                        f"train one: label objects in ilastik and save the project (the export sources "
+                        f"'{IDENTITIES}'{' and pixel sources' if project.workflow_name == FROM_PIXELS else ''} "
+                        "need no classifier)")
     raise UserError(f"the project {project.path} has no trained object classifier ({labelled} labelled objects); "
                     "train it in ilastik (open the project and save it after 'Live Update'), then run again")
 
 
-def run_image(project: ObjectClassificationProject, classifier: ForestEnsemble, raw: Source, segmentation: Source,
-              batch: Batch, comm, quiet: bool) -> list[str]:
+def pixel_probabilities(raw: Source, stage: PixelClassifierStage) -> Source:
+    """The pixel stage's probabilities of `raw` as a Source: each region read is computed from the raw data
+    around it (features' halo), so blocks and object crops see the whole image's values."""
+    if stage.classifier is None:
+        raise UserError("the project's pixel classifier is not trained; train it in ilastik first")
+    shape = tuple(raw.shape_tzyxc)
+    n_classes = max(len(stage.label_names), 1)
+    [planned] = plan_stages([stage.features], [n_classes], [stage.classifier], shape)
+    if planned.plan.n_channels_out != stage.classifier.n_features:
+        raise UserError(f"the input has {shape[4]} channel(s), giving {planned.plan.n_channels_out} pixel features, "
+                        f"but the project's pixel classifier was trained on {stage.classifier.n_features}")
+    context = halo([planned], 0)
+    request = [SourceRequest("Probabilities", 0)]
+
+    def read(roi: tuple[slice, ...]) -> np.ndarray:
+        t, *spatial, c = roi
+        grown = tuple(slice(max(s.start - h, 0), min(s.stop + h, n)) for s, h, n in zip(spatial, context, shape[1:4]))
+        crop = tuple(slice(s.start - g.start, s.stop - g.start) for s, g in zip(spatial, grown))
+        frames = [compute_sources(raw.read((slice(i, i + 1),) + grown + (slice(0, shape[4]),))[0], [planned],
+                                  request, crop=crop)[0][..., c] for i in range(t.start, t.stop)]
+        return np.stack(frames)
+
+    return derived_source(raw, shape[:4] + (n_classes,), np.float32, read)
+
+
+def run_image(project: ObjectClassificationProject, classifier: ForestEnsemble | None, raw: Source,
+              segmentation: Source, batch: Batch, comm, quiet: bool) -> list[str]:
     """Find, measure and classify the objects of one image; write every export source; returns the paths."""
     shape = tuple(raw.shape_tzyxc)
     seg_shape = tuple(segmentation.shape_tzyxc)
@@ -108,66 +145,79 @@ def run_image(project: ObjectClassificationProject, classifier: ForestEnsemble, 
     run = batch.options.run
     image = ObjectImage(raw, segmentation, segmenter, block_shape_for(run, shape))
     threads = 1 if comm is not None else min(thread_count(run), len(image.grid))
-    measured = measure_objects(image, wanted, comm, threads, quiet)
+    measured = measure_objects(image, wanted if classifier is not None else {}, comm, threads, quiet,
+                               memory_limit(threads))
     results = from_root(comm, None if measured is None else
                         [classify(frame, wanted, classifier, len(project.label_names)) for frame in measured])
-    paths = _write_exports(results, project, image, batch, comm, threads, quiet)
+    targets = _targets(project, image, batch)
+    blockwise = [t for t in targets if t.key in BLOCKWISE_SOURCES]
+    paths = _write_exports(results, project, image, [t for t in targets if t not in blockwise], batch, comm, threads,
+                           quiet)
+    if blockwise:
+        paths += write_blockwise(results, project, classifier, image, blockwise, batch, comm, threads, quiet)
     if comm is None or comm.Get_rank() == 0:
         write_object_table(results, project, raw, batch.options.export.table_filename,
                            lambda t, k, box: image.object_mask(t, results[t].objects, k, box))
     return paths
 
 
-def classify(frame: MeasuredFrame, wanted: features.FeatureSet, classifier: ForestEnsemble,
+def classify(frame: MeasuredFrame, wanted: features.FeatureSet, classifier: ForestEnsemble | None,
              n_classes: int) -> FrameResult:
-    """A frame's objects' class probabilities and classes (row 0: the background)."""
-    probabilities = np.zeros((len(frame.objects) + 1, n_classes), dtype=np.float32)
-    if len(frame.objects):
-        matrix = features.feature_matrix(frame.features, wanted)
-        if matrix.shape[1] != classifier.n_features:
-            raise UserError(f"the objects have {matrix.shape[1]} feature columns but the project's object classifier "
-                            f"was trained on {classifier.n_features}: give inputs like the training images")
-        probabilities[1:] = classifier.predict_proba(matrix[1:], n_classes)
-    classes = np.zeros(len(frame.objects) + 1, dtype=np.uint8)
-    classes[1:] = np.argmax(probabilities[1:], axis=1) + 1
-    return FrameResult(frame.objects, frame.block_maps, frame.features, classes, probabilities)
+    """A measured frame with its objects' classes and class probabilities."""
+    return FrameResult(frame.objects, frame.block_maps, frame.features,
+                       *classify_objects(frame.features, wanted, classifier, len(frame.objects), n_classes))
+
+
+def _targets(project: ObjectClassificationProject, image: ObjectImage, batch: Batch) -> list[Target]:
+    """Every export source asked for, planned (path, region, dtype) but not yet opened."""
+    shape = tuple(image.raw.shape_tzyxc)
+    n_classes = len(project.label_names)
+    # ilastik: uint32 ids, or for a label image its own type (uint16 promoted to uint32)
+    identity_dtype = image.segmentation.dtype if image.segmenter.kind == extraction.LABELS else np.dtype(np.uint32)
+    identity_dtype = np.dtype(np.uint32) if identity_dtype == np.uint16 else identity_dtype
+    channels = {PREDICTIONS: (1, "uint8"), PROBABILITIES: (n_classes, "float32"),
+                IDENTITIES: (1, np.dtype(identity_dtype).name),
+                PIXEL_PROBABILITIES: (image.segmentation.shape_tzyxc[4], "float32"),
+                SIMPLE_SEGMENTATION: (1, "uint8"),
+                BLOCKWISE_SOURCES[0]: (1, "uint8"), BLOCKWISE_SOURCES[1]: (n_classes, "float32")}
+    targets = [plan_target(name, name, project, image.raw, batch.export, shape[:4] + (channels[name][0],),
+                           channels[name][1]) for name, _ in batch.export.sources]
+    check_distinct_paths(targets)
+    return targets
 
 
 def _write_exports(results: list[FrameResult], project: ObjectClassificationProject, image: ObjectImage,
-                   batch: Batch, comm, threads: int, quiet: bool) -> list[str]:
-    """Each block's objects mapped to the export sources and written (every rank)."""
+                   targets: list[Target], batch: Batch, comm, threads: int, quiet: bool) -> list[str]:
+    """Each block's objects (or pixel predictions) mapped to the export sources and written (every rank)."""
+    if not targets:
+        return []
     raw = image.raw
-    shape = tuple(raw.shape_tzyxc)
-    options = batch.export
-    identity_dtype = (np.promote_types(image.segmentation.dtype, np.uint32)
-                      if image.segmenter.kind == extraction.LABELS else np.uint32)
-    channels = {PREDICTIONS: (1, "uint8"), PROBABILITIES: (len(project.label_names), "float32"),
-                IDENTITIES: (1, np.dtype(identity_dtype).name)}
-    targets = [plan_target(name, name, project, raw, options, shape[:4] + (channels[name][0],), channels[name][1])
-               for name, _ in options.sources]
-    check_distinct_paths(targets)
     for target in targets:
-        target.open(options, raw, image.block_shape, (0.0, 1.0) if target.key == PROBABILITIES else None, comm,
-                    fingerprint(project, raw, options, target.name, image.block_shape))
+        target.open(batch.export, raw, image.block_shape,
+                    (0.0, 1.0) if target.key in (PROBABILITIES, PIXEL_PROBABILITIES) else None, comm,
+                    fingerprint(project, raw, batch.export, target.name, image.block_shape))
 
     def write(block: blk.Block) -> None:
         result = results[block.index[0]]
         ids = image.object_ids(block, result)
         for target in targets:
-            target.write(block, _source(target.key, ids, result)[np.newaxis])
+            target.write(block, _source(target.key, ids, result, image, block)[np.newaxis])
 
     progress = Progress(len(image.grid), unit="blocks", quiet=quiet, label=f"{raw.nickname}: export",
-                        total_voxels=math.prod(shape[:4]))
+                        total_voxels=math.prod(raw.shape_tzyxc[:4]))
     return write_blocks(image.grid, write, targets, comm, threads, progress, lambda block: (block.voxels,),
                         raw.nickname)
 
 
-def _source(name: str, ids: np.ndarray, result: FrameResult) -> np.ndarray:
-    """One export source of a block of object ids (z, y, x) → (z, y, x, channels)."""
+def _source(name: str, ids: np.ndarray, result: FrameResult, image: ObjectImage, block: blk.Block) -> np.ndarray:
+    """One export source of a block (object ids (z, y, x) known) → (z, y, x, channels)."""
     if name == PREDICTIONS:
         return result.classes[ids][..., np.newaxis]
     if name == PROBABILITIES:
         return result.probabilities[ids]
+    if name in (PIXEL_PROBABILITIES, SIMPLE_SEGMENTATION):
+        pixels = image.segmentation.read(block.slices[:4] + (slice(0, image.segmentation.shape_tzyxc[4]),))[0]
+        return pixels if name == PIXEL_PROBABILITIES else simple_segmentation(pixels)
     return ids[..., np.newaxis]
 
 

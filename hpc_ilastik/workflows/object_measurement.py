@@ -7,11 +7,13 @@ Used by the workflows that classify or track objects.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
+from hpc_ilastik.errors import UserError
 from hpc_ilastik.io.inputs import Source
 from hpc_ilastik.objects import features, standard
 from hpc_ilastik.objects.extraction import Segmenter, object_mask
@@ -19,6 +21,8 @@ from hpc_ilastik.objects.segmentation import ObjectTable
 from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.distributed import from_root, map_items
 from hpc_ilastik.run.progress import Progress
+
+_CROP_BYTES = 24  # per crop pixel besides the raw values: segmentation values, labels, mask, distances
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,10 @@ class ObjectImage:
                                    self.frame_shape)
 
 
-def measure_objects(image: ObjectImage, wanted: features.FeatureSet, comm, threads: int,
-                    quiet: bool) -> list[MeasuredFrame] | None:
+def measure_objects(image: ObjectImage, wanted: features.FeatureSet, comm, threads: int, quiet: bool,
+                    memory_limit: int = 4 << 30) -> list[MeasuredFrame] | None:
     """Every frame's objects and their `wanted` features (plus ilastik's default features); rank 0 gets them,
-    the other ranks None."""
+    the other ranks None. An object whose crop would need more than `memory_limit` bytes is a UserError."""
     needs_range = image.raw.shape_tzyxc[4] == 1 and any(
         name in ("Histogram", "Quantiles") for name in wanted.get(standard.PLUGIN, ()))
     frames = from_root(comm, _find_objects(image, needs_range, comm, threads, quiet))
@@ -108,6 +112,12 @@ def measure_objects(image: ObjectImage, wanted: features.FeatureSet, comm, threa
         t, k = item
         objects = frames[t][0]
         extent = features.crop_extent(objects.low[k], objects.high[k], wanted, image.frame_shape)
+        needed = math.prod(s.stop - s.start for s in extent) * (4 * image.raw.shape_tzyxc[4] + _CROP_BYTES)
+        if needed > memory_limit:
+            box = ", ".join(f"{a} {lo}:{hi}" for a, lo, hi in zip("zyx", objects.low[k], objects.high[k]))
+            raise UserError(f"object {k + 1} of frame {t} ({box}, {int(objects.size[k])} pixels) needs about "
+                            f"{_size(needed)} for its features, more than the {_size(memory_limit)} allowed per "
+                            "object (LAZYFLOW_TOTAL_RAM_MB); is the segmentation one huge component?")
         return features.object_features(image.object_crop(t, objects, k, extent), wanted, ranges[t])
 
     progress = Progress(len(items), unit="objects", quiet=quiet, label=f"{image.raw.nickname}: object features")
@@ -145,6 +155,10 @@ def _find_objects(image: ObjectImage, with_range: bool, comm, threads: int,
     for block, components in zip(grid, found):
         by_frame[block.index[0]].append(components)
     return [image.segmenter.merge(by_frame[t]) for t in range(n_frames)]
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
 
 
 def _raw_range(objects: ObjectTable) -> tuple[float, float] | None:
