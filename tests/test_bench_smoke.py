@@ -45,3 +45,15 @@ def test_quick_contention_bench_times_features_alone_and_beside_a_busy_core():
     for line, neighbour in ((compute, "computing in registers only"), (memory, "streaming memory"),
                             (twin, "computing the same features")):
         assert neighbour in line and float(line.rsplit(", ", 1)[1].split("×")[0]) > 0
+
+
+def test_quick_objects_bench_runs_ours_the_baseline_and_two_ranks(tmp_path):
+    report = tmp_path / "objects.json"
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "objects.py"), "--quick", "--json", str(report)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(report.read_text())
+    assert result["cells"] > 0 and result["workload"].startswith("O1: 64³")
+    assert result["ours"]["wall_s"] > 0 and result["ours"]["peak_mib"] > 0 and result["baseline_s"] > 0
+    assert result["ilastik"] == "not run (--quick)"
+    assert len(result["distributed_peak_mib"]["64³"]) == 2

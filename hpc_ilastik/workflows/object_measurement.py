@@ -91,11 +91,15 @@ class ObjectImage:
                            objects.value[k])
 
     def object_crop(self, t: int, objects: ObjectTable, k: int, extent: tuple[slice, ...]) -> features.ObjectCrop:
-        """Object k (row) of frame t in the crop `extent`: raw values (float32) and the object's own pixels."""
+        """Object k (row) of frame t in the crop `extent`: raw values (float32) and the object's own pixels
+        (found in its bounding box only: the margin around it holds none)."""
         raw_shape = tuple(self.raw.shape_tzyxc)
         pixels = self.raw.read((slice(t, t + 1),) + extent + (slice(0, raw_shape[4]),))[0].astype(np.float32)
-        return features.ObjectCrop(pixels, self.object_mask(t, objects, k, extent), tuple(s.start for s in extent),
-                                   self.frame_shape)
+        box = tuple(slice(int(lo), int(hi)) for lo, hi in zip(objects.low[k], objects.high[k]))
+        mask = np.zeros(pixels.shape[:3], dtype=bool)
+        mask[tuple(slice(b.start - e.start, b.stop - e.start) for b, e in zip(box, extent))] = \
+            self.object_mask(t, objects, k, box)
+        return features.ObjectCrop(pixels, mask, tuple(s.start for s in extent), self.frame_shape)
 
 
 def measure_objects(image: ObjectImage, wanted: features.FeatureSet, comm, threads: int, quiet: bool,
