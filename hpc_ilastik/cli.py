@@ -107,8 +107,8 @@ def headless_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("general")
     g.add_argument("--headless", action="store_true", help="run without GUI (required: hpc-ilastik has no GUI)")
     g.add_argument("--project", metavar="PROJECT.ilp",
-                   help="the trained ilastik project (Pixel Classification or Autocontext); opened read-only, never "
-                        "locked or modified. Required with --headless")
+                   help="the trained ilastik project (Pixel Classification, Autocontext, Object Classification, "
+                        "Cell Density Counting); opened read-only, never locked or modified. Required with --headless")
     g.add_argument("--readonly", nargs="?", const=True, default=None, type=_boolean, metavar="BOOL",
                    help="accepted for compatibility (bare, or =true/false, yes/no, on/off, 1/0); the project is "
                         "always opened read-only and never modified, even with --retrain")
@@ -189,6 +189,12 @@ def headless_parser() -> argparse.ArgumentParser:
                         "<name>_table.csv, HDF5 for a .h5/.hdf5 name. A project with stored table settings uses "
                         "them; without, unlike ilastik (which refuses), the table holds the features the object "
                         "classifier uses")
+
+    n = p.add_argument_group("cell density counting")
+    n.add_argument("--csv-export-file", dest="csv_export_file", metavar="PATH",
+                   help="also write the count of every image to this CSV file: one line <nickname>,<count> per input "
+                        "in input order, no header (dashes, as in ilastik; like ilastik, the density images are "
+                        "exported too). Written once every image is done, so an interrupted run leaves none")
 
     g.add_argument("--threads", type=int,
                    help="blocks computed at once by a single-process run (default: every core this process may use; "
@@ -295,7 +301,8 @@ def headless_options(args: argparse.Namespace) -> HeadlessOptions:
             output_format=args.output_format, filename_template=args.output_filename_format,
             internal_path=args.output_internal_path, export_dtype=args.export_dtype, axis_order=args.output_axis_order,
             pipeline_drange=args.pipeline_result_drange, export_drange=args.export_drange,
-            cutout=args.cutout_subregion, table_filename=args.table_filename),
+            cutout=args.cutout_subregion, table_filename=args.table_filename,
+            csv_export_file=args.csv_export_file),
         run=RunOptions(distributed=args.distributed, block_roi=args.distributed_block_roi, threads=args.threads,
                        quiet=args.quiet),
         training=TrainingOptions(retrain=args.retrain, tree_count=args.tree_count),

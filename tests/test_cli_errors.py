@@ -80,8 +80,8 @@ CASES = [
     ("object classification without its segmentation", ["--headless",
                                                          "--project={fixtures}/ObjectClassification2d_wSeg.ilp", IMG],
      ["--segmentation_image", "every input"]),
-    ("counting project", ["--headless", "--project={fixtures}/CellDensityCounting2d3c.ilp", IMG],
-     ["Cell Density Counting", "not supported"]),
+    ("counting project on a 1-channel image", ["--headless", "--project={fixtures}/CellDensityCounting2d3c.ilp", OUT,
+                                               IMG], ["1 channel(s)", "regressors were trained on 30"]),
     ("multicut project", ["--headless", "--project={fixtures}/Boundary-basedSegmentationwMulticut3d.ilp", IMG],
      ["Multicut", "not supported"]),
     ("3 channels into a 1-channel project", _headless(OUT, "{in}/rgb.png"), ["3 channel", "trained on 2D images with 1 channel"]),
@@ -170,7 +170,7 @@ def test_debug_shows_the_traceback(work, capsys):
 
 @pytest.mark.parametrize("argv, words", [
     (_headless("--export-source=Probabilities", IMG), ["--export_source"]),
-    (["--headless", "--project={fixtures}/CellDensityCounting2d3c.ilp", IMG], ["Cell Density Counting"]),
+    (["--headless", "--project={fixtures}/Boundary-basedSegmentationwMulticut3d.ilp", IMG], ["Multicut", "not supported"]),
     (_headless(OUT, "{in}/volume.npy"), ["trained on 2D"]),
 ], ids=["dashed option", "unsupported workflow", "3D into 2D"])
 def test_the_real_command_exits_non_zero_without_traceback(work, argv, words):

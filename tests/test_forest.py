@@ -1,17 +1,20 @@
 """vigra forests: exact agreement with vigra's own predictions, ilastik's combination, sklearn conversion, I/O."""
 
+import pickle
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.tree import DecisionTreeClassifier
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.forest.ensemble import ForestEnsemble, read_classifier, write_classifier
 from hpc_ilastik.forest.predict import _constant_norm
+from hpc_ilastik.forest.regression import from_pickled
 from hpc_ilastik.forest.vigra import LEAF_NODE, from_sklearn, read_vigra_forest, write_vigra_forest
+from hpc_ilastik.io.pickles import read_pickle
 
 # Written by vigra itself (see the file's `provenance` attribute): forests, test features, vigra's probabilities.
 REFERENCE = Path(__file__).parent / "data" / "vigra_rf_reference.h5"
@@ -347,3 +350,19 @@ def test_single_leaf_trees(tmp_path):
         np.testing.assert_array_equal(f["forest/Tree_0/topology"][()], [5, 1, LEAF_NODE, 0])
         again = read_vigra_forest(f["forest"])
     np.testing.assert_array_equal(again.predict_proba(X), np.ones((len(X), 1), np.float32))
+
+
+def test_a_pickled_regression_forest_predicts_as_scikit_learn_and_a_damaged_one_is_refused():
+    rng = np.random.default_rng(1)
+    X, y = rng.random((300, 5), dtype=np.float32), rng.random(300)
+    model = RandomForestRegressor(7, max_depth=12, random_state=0).fit(X, y)
+    inert = read_pickle(pickle.dumps(model, protocol=3), "model")
+    test = np.vstack([rng.random((1000, 5), dtype=np.float32), X])  # X itself: values on the thresholds
+    assert np.array_equal(from_pickled(inert, "model").predict(test), model.predict(test))
+    nodes = inert.state["estimators_"][0].state["tree_"].state["nodes"]
+    nodes.state = nodes.state[:4] + (nodes.state[4][:-8],)  # a truncated node table
+    with pytest.raises(ValueError, match="bytes for"):
+        from_pickled(inert, "model")
+    classifier = RandomForestClassifier(3).fit(X, y > 0.5)
+    with pytest.raises(ValueError, match="not a scikit-learn RandomForestRegressor"):
+        from_pickled(read_pickle(pickle.dumps(classifier, protocol=3), "classifier"), "classifier")

@@ -15,7 +15,7 @@ LEVELS = [
     {"io", "run"},
     {"forest"},
     {"pixel"},
-    {"objects"},
+    {"objects", "density"},
     {"project"},
     {"workflows"},
     {"train"},

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.io.pickles import Call, Global, read_pickle
+from hpc_ilastik.io.pickles import Call, Global, numpy_array, read_pickle
 
 
 class _CreatesAFile:
@@ -63,3 +63,24 @@ def test_a_planted_pickle_never_runs(tmp_path):
 def test_damaged_or_forbidden_pickles_are_one_clear_error(data, why):
     with pytest.raises(UserError, match=why):
         read_pickle(data, "the stored value")
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(6, dtype=">f4").reshape(2, 3),
+    np.asfortranarray(np.arange(12, dtype=np.int64).reshape(3, 4)),
+    np.zeros((0, 3)),
+    np.array([(1, 2.5, 1)], dtype=[("left_child", "<i8"), ("threshold", "<f8"), ("missing_go_to_left", "u1")]),
+    np.array(True),
+])
+def test_numpy_arrays_are_rebuilt_from_their_bytes(array):
+    rebuilt = numpy_array(read_pickle(pickle.dumps(array, protocol=3), "array"), "array")
+    assert rebuilt.dtype == array.dtype and rebuilt.shape == array.shape and np.array_equal(rebuilt, array)
+
+
+@pytest.mark.parametrize("value, why", [
+    (np.array([1, "a"], dtype=object), "without its raw bytes"),
+    ([1, 2], "not a numpy array"),
+])
+def test_what_is_no_plain_numpy_array_is_refused(value, why):
+    with pytest.raises(ValueError, match=why):
+        numpy_array(read_pickle(pickle.dumps(value, protocol=3), "value"), "value")

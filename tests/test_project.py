@@ -24,7 +24,6 @@ PIXEL = [
 ]
 AUTOCONTEXT = ["Autocontext2d3c.ilp", "Autocontext5t2d1c.ilp", "api/Autocontext_2D.ilp", "notebooks/ac.ilp"]
 OTHER_WORKFLOWS = {
-    "CellDensityCounting2d3c.ilp": "Cell Density Counting",
     "Boundary-basedSegmentationwMulticut3d.ilp": "Edge Training With Multicut",
     "TrackingwLearning5t2d1c_wBin.ilp": "Structured Learning Tracking Workflow from binary image",
 }

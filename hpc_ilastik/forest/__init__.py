@@ -1,6 +1,7 @@
 """Random forests as ilastik uses them: vigra RF2 forests (read, written, converted from scikit-learn),
-their numba predictor, and ilastik's classifier of several forests (`ForestEnsemble`). Every workflow
-that classifies (pixels, objects, edges) predicts through here.
+their numba predictor, and ilastik's classifier of several forests (`ForestEnsemble`); scikit-learn
+regression forests read from pickles without unpickling (`regression`, Cell Density Counting). Every
+workflow that classifies or regresses (pixels, objects, edges, densities) predicts through here.
 
-May import `hpc_ilastik.errors` only (and h5py for the forests' own HDF5 layout).
+May import `hpc_ilastik.errors` and `hpc_ilastik.io` (and h5py for the forests' own HDF5 layout).
 """

@@ -15,6 +15,8 @@ import pickletools
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from hpc_ilastik.errors import UserError
 
 _MARK = object()
@@ -192,3 +194,60 @@ def read_pickle(data: bytes, what: str) -> Any:
     except (ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{what} is not a readable pickle ({exc}); the project is damaged") from None
     raise UserError(f"{what} is not a readable pickle (it ends before its STOP); the project is damaged")
+
+
+_NUMPY_MODULES = {"numpy.core.multiarray", "numpy._core.multiarray"}
+_PLAIN_KINDS = set("biufc")  # bool, integers, floats, complex: never objects
+
+
+def is_global(value: Any, module: str | set[str], name: str) -> bool:
+    """Whether `value` is the pickled reference `module.name` (module: one name or a set of names)."""
+    modules = {module} if isinstance(module, str) else module
+    return isinstance(value, Global) and value.module in modules and value.name == name
+
+
+def numpy_array(value: Any, what: str) -> np.ndarray:
+    """The array a pickled ndarray (numpy's `_reconstruct` call and its BUILD state) holds, rebuilt from its raw
+    bytes; plain and structured dtypes of numbers only (never objects). ValueError naming `what` otherwise."""
+    if not (isinstance(value, Call) and is_global(value.function, _NUMPY_MODULES, "_reconstruct")
+            and value.args and is_global(value.args[0], "numpy", "ndarray")):
+        raise ValueError(f"{what} is not a numpy array")
+    state = value.state
+    if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[4], (bytes, bytearray))):
+        raise ValueError(f"{what}: a numpy array without its raw bytes (an object array?)")
+    _, shape, dtype_value, fortran, data = state
+    dtype = numpy_dtype(dtype_value, what)
+    if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+        raise ValueError(f"{what}: a numpy array of shape {shape!r}")
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(data) != count * dtype.itemsize:
+        raise ValueError(f"{what}: {len(data)} bytes for {count} elements of {dtype}")
+    flat = np.frombuffer(bytes(data), dtype=dtype, count=count)
+    return flat.reshape(shape, order="F" if fortran else "C").copy()
+
+
+def numpy_dtype(value: Any, what: str) -> np.dtype:
+    """The dtype a pickled `numpy.dtype(...)` call with its BUILD state describes: numbers, or records of them."""
+    if not (isinstance(value, Call) and is_global(value.function, "numpy", "dtype") and value.args
+            and isinstance(value.args[0], str)):
+        raise ValueError(f"{what}: not a numpy dtype")
+    state = value.state
+    if not (isinstance(state, tuple) and len(state) >= 6):
+        raise ValueError(f"{what}: a numpy dtype without its state")
+    order, names, fields, itemsize = state[1], state[3], state[4], state[5]
+    if names is None:
+        dtype = np.dtype(value.args[0])
+        if dtype.kind not in _PLAIN_KINDS:
+            raise ValueError(f"{what}: numpy dtype {value.args[0]!r} is not a number type")
+        return dtype.newbyteorder(order) if order in ("<", ">") else dtype
+    if not (isinstance(names, tuple) and isinstance(fields, dict) and set(names) == set(fields)
+            and isinstance(itemsize, int)):
+        raise ValueError(f"{what}: a damaged record dtype")
+    formats, offsets = [], []
+    for name in names:
+        field_value = fields[name]
+        if not (isinstance(field_value, tuple) and len(field_value) >= 2 and isinstance(field_value[1], int)):
+            raise ValueError(f"{what}: a damaged record field {name!r}")
+        formats.append(numpy_dtype(field_value[0], what))
+        offsets.append(field_value[1])
+    return np.dtype({"names": list(names), "formats": formats, "offsets": offsets, "itemsize": itemsize})

@@ -97,7 +97,7 @@ def read_stage(f: h5py.File, features_group: str, pixel_group: str, common: Proj
     if pixel_group not in f:
         raise UserError(f"The project {source.project_path} has no {pixel_group} group; it is incomplete.")
     pixel = f[pixel_group]
-    features = _read_features(f.get(features_group))
+    features = read_features(f.get(features_group))
     label_names = read_list(pixel, "LabelNames")
     if not label_names and "LabelSets" in pixel:
         label_names = _default_label_names(pixel["LabelSets"])
@@ -112,7 +112,7 @@ def read_stage(f: h5py.File, features_group: str, pixel_group: str, common: Proj
                                 label_source=source)
 
 
-def _read_features(group: h5py.Group | None) -> FeatureSelection:
+def read_features(group: h5py.Group | None) -> FeatureSelection:
     """A `FeatureSelections` group; an empty or absent one selects nothing."""
     if group is None or "FeatureIds" not in group:
         return FeatureSelection(feature_ids=(), scales=(), matrix=(), compute_in_2d=None)
@@ -157,19 +157,24 @@ def _saved_label_axes(source: _LabelSource, lane_index: int, block: h5py.Dataset
 
 def _read_label_block(block: h5py.Dataset, source: _LabelSource,
                       lane_index: int) -> tuple[tuple[slice, ...], np.ndarray]:
+    return read_label_block(block, _saved_label_axes(source, lane_index, block), source.project_path)
+
+
+def read_label_block(block: h5py.Dataset, axes: str, project_path: str) -> tuple[tuple[slice, ...], np.ndarray]:
+    """A stored label block (`blockSlice` attribute, data in `axes` order, c optional) as (tzyxc slices,
+    uint8 tzyxc labels)."""
     text = block.attrs.get("blockSlice", b"")
     text = text.decode() if isinstance(text, bytes) else str(text)
     match = _BLOCK_SLICE.match(text.replace(" ", ""))
     data = np.asarray(block[()])
     if not match:
-        raise UserError(f"The label block {block.name} in {source.project_path} has no valid blockSlice ({text!r}).")
+        raise UserError(f"The label block {block.name} in {project_path} has no valid blockSlice ({text!r}).")
     bounds = [tuple(int(v) for v in part.split(":")) for part in match.group(1).split(",")]
-    axes = _saved_label_axes(source, lane_index, block)
     if "c" not in axes and len(bounds) == len(axes) + 1:
         axes += "c"
     if (len(axes) != len(bounds) or data.shape != tuple(stop - start for start, stop in bounds)
             or set(axes) - set(INTERNAL_AXES)):
-        raise UserError(f"The label block {block.name} in {source.project_path} does not match its blockSlice "
+        raise UserError(f"The label block {block.name} in {project_path} does not match its blockSlice "
                         f"{text} and the image axes '{axes}'; the project is damaged.")
     by_axis = dict(zip(axes, bounds))
     slices = tuple(slice(*by_axis.get(key, (0, 1))) for key in INTERNAL_AXES)

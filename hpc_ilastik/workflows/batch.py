@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpc_ilastik.errors import UserError
+from hpc_ilastik.io.axes import INTERNAL_AXES
 from hpc_ilastik.io.formats import check_format
 from hpc_ilastik.io.inputs import Source, open_input, resolve_files
 from hpc_ilastik.project.common import Project
@@ -98,3 +99,29 @@ def role_axes(inputs: InputOptions, roles: tuple[str, ...]) -> dict[str, str | N
     if not inputs.axes:
         return {role: None for role in roles}
     return {role: inputs.axes[i] if i < len(inputs.axes) else inputs.axes[0] for i, role in enumerate(roles)}
+
+
+def training_image(project: Project, lane_index: int) -> Source:
+    """The lane's training image (`Raw Data`, else its first role) opened with the axes the project records.
+
+    A PNG-like file that ilastik recorded with an extra channel axis (yx file, `yxc` in the project) keeps
+    the file's own axes; the tzyxc view is the same.
+    """
+    roles = project.lanes[lane_index].roles
+    ref = roles.get("Raw Data") or next((r for r in roles.values() if r is not None), None)
+    if ref is None:
+        raise UserError(f"Lane {lane_index + 1} of {project.path} has labels but no training image to compute "
+                        "features from.")
+    spec = f"{project.path}/{ref.path.lstrip('/')}" if ref.location == "ProjectInternal" else ref.path
+    try:
+        source = open_input(spec)
+        if ref.axes and ref.axes != source.axes and len(ref.axes) == len(source.shape):
+            source = open_input(spec, axes=ref.axes)
+    except UserError as exc:
+        raise UserError(f"Training needs the image '{ref.nickname}' of lane {lane_index + 1} of {project.path}, "
+                        f"which cannot be read: {exc}") from exc
+    recorded = dict(zip(ref.axes, ref.shape or ()))
+    if ref.shape is not None and tuple(recorded.get(key, 1) for key in INTERNAL_AXES) != source.shape_tzyxc:
+        raise UserError(f"The training image {spec} ({source.axes} {tuple(source.shape)}) is not the one the project "
+                        f"was trained on ({ref.axes} {tuple(ref.shape)}).")
+    return source

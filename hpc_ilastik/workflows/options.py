@@ -30,6 +30,7 @@ class ExportRequest:
     export_drange: str | None = None
     cutout: str | None = None
     table_filename: str | None = None   # Object Classification: the object table's file
+    csv_export_file: str | None = None  # Cell Density Counting: the counts file
 
 
 @dataclass(frozen=True)

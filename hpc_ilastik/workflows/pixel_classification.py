@@ -13,8 +13,7 @@ import numpy as np
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.forest.ensemble import ForestEnsemble
-from hpc_ilastik.io.axes import INTERNAL_AXES
-from hpc_ilastik.io.inputs import Source, open_input
+from hpc_ilastik.io.inputs import Source
 from hpc_ilastik.pixel.pipeline import (
     PixelStage,
     SourceRequest,
@@ -28,7 +27,7 @@ from hpc_ilastik.pixel.training import DEFAULT_TREE_COUNT, labelled_features, tr
 from hpc_ilastik.project.pixel_classification import PIXEL_CLASSIFICATION, PixelClassificationProject
 from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.progress import Progress
-from hpc_ilastik.workflows.batch import Batch, Lane, start_batch
+from hpc_ilastik.workflows.batch import Batch, Lane, start_batch, training_image
 from hpc_ilastik.workflows.blockwise import block_shape_for, thread_count, write_blocks
 from hpc_ilastik.workflows.export import check_distinct_paths, fingerprint, plan_target
 from hpc_ilastik.workflows.options import HeadlessOptions, TrainingOptions
@@ -213,7 +212,7 @@ def retrain_stage(project: PixelClassificationProject, stage_index: int, tree_co
         label_blocks = stage.labels(lane_index)
         if not label_blocks:
             continue
-        source = _training_image(project, lane_index)
+        source = training_image(project, lane_index)
         shape = source.shape_tzyxc
         stages = _planned_stages(project, stage_index, shape, earlier)
         features_of = partial(compute_source, stages=stages, request=SourceRequest("Features", stage_index))
@@ -240,32 +239,6 @@ def _planned_stages(project: PixelClassificationProject, stage_index: int, shape
         ensembles.append(ensemble)
     selections = [s.features for s in project.stages[:stage_index + 1]]
     return plan_stages(selections, project.class_counts(), ensembles + [None], shape_tzyxc)
-
-
-def _training_image(project: PixelClassificationProject, lane_index: int) -> Source:
-    """The lane's training image (`Raw Data`, else its first role) opened with the axes the project records.
-
-    A PNG-like file that ilastik recorded with an extra channel axis (yx file, `yxc` in the project) keeps
-    the file's own axes; the tzyxc view is the same.
-    """
-    roles = project.lanes[lane_index].roles
-    ref = roles.get("Raw Data") or next((r for r in roles.values() if r is not None), None)
-    if ref is None:
-        raise UserError(f"Lane {lane_index + 1} of {project.path} has labels but no training image to compute "
-                        "features from.")
-    spec = f"{project.path}/{ref.path.lstrip('/')}" if ref.location == "ProjectInternal" else ref.path
-    try:
-        source = open_input(spec)
-        if ref.axes and ref.axes != source.axes and len(ref.axes) == len(source.shape):
-            source = open_input(spec, axes=ref.axes)
-    except UserError as exc:
-        raise UserError(f"Training needs the image '{ref.nickname}' of lane {lane_index + 1} of {project.path}, "
-                        f"which cannot be read: {exc}") from exc
-    recorded = dict(zip(ref.axes, ref.shape or ()))
-    if ref.shape is not None and tuple(recorded.get(key, 1) for key in INTERNAL_AXES) != source.shape_tzyxc:
-        raise UserError(f"The training image {spec} ({source.axes} {tuple(source.shape)}) is not the one the project "
-                        f"was trained on ({ref.axes} {tuple(ref.shape)}).")
-    return source
 
 
 WORKFLOW = Workflow(name=PIXEL_CLASSIFICATION, roles=ROLES, run=run)
