@@ -134,7 +134,7 @@ def write_inputs(work: Workload, raw_zyxc: np.ndarray, labels_zyx: np.ndarray, f
 
 
 def train(features_zyxf: np.ndarray, labels_zyx: np.ndarray) -> tuple[RandomForestClassifier, ForestEnsemble]:
-    """A 100-tree forest with vigra's settings as `hpc_ilastik.pixel.training` uses them, and its vigra conversion."""
+    """A 100-tree forest with vigra's settings as `hpc_ilastik.forest.training` uses them, and its vigra conversion."""
     X, y = training_set(features_zyxf, labels_zyx)
     mtry = max(1, int(math.floor(math.sqrt(X.shape[1]) + 0.5)))
     model = RandomForestClassifier(n_estimators=TREES, criterion="gini", max_features=mtry, bootstrap=True,

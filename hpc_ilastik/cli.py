@@ -209,11 +209,13 @@ def headless_parser() -> argparse.ArgumentParser:
     d.add_argument(*_both("distributed_block_roi"), dest="distributed_block_roi", metavar="ROI",
                    help="block shape: an integer (x=y=z) or a dict like '{\"x\": 256, \"y\": 256, \"z\": 64, \"t\": 1, \"c\": None}'")
 
-    w = p.add_argument_group("pixel classification")
+    w = p.add_argument_group("training")
     w.add_argument("--retrain", action="store_true",
-                   help="train a new forest (as ilastik: same features, 100 trees) from the labels and training "
-                        "images stored in the project, then predict; the project is not modified (ilastik would "
-                        "save it). A project without a trained forest is trained this way automatically")
+                   help="train a new classifier from the labels and training images stored in the project (as "
+                        "ilastik, seeded: pixel forests of 100 trees on the same features, the object classifier on "
+                        "the labelled objects, Counting's four regressors), then predict; the project is not modified "
+                        "(ilastik would save it). A project without a trained classifier is trained this way "
+                        "automatically")
     w.add_argument("--tree-count", dest="tree_count", type=int, metavar="N",
                    help="trees of a newly trained forest (default 100); implies --retrain (dashes, as in ilastik)")
     return p

@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from hpc_ilastik.errors import UserError
+from hpc_ilastik.forest.training import train_forests
 from hpc_ilastik.io.inputs import Source, open_input
 from hpc_ilastik.pixel.features import (
     DEFAULT_FEATURE_IDS,
@@ -25,7 +26,7 @@ from hpc_ilastik.pixel.features import (
     compute_features,
     plan_features,
 )
-from hpc_ilastik.pixel.training import LabelBlock, labelled_features, train_forests
+from hpc_ilastik.pixel.training import LabelBlock, labelled_features
 from hpc_ilastik.project.writer import write_pixel_classification_project
 from hpc_ilastik.run import blocks as blk
 

@@ -3,6 +3,7 @@ reproduced, the GUI test's reference table, block-by-block and MPI runs equal to
 object table, and every bad input as one clear error."""
 
 import csv
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -86,6 +87,34 @@ def test_probabilities_are_the_ones_ilastik_cached(case, tmp_path, record_proper
         assert np.array_equal(classes, expected[1:].argmax(axis=1) + 1)
         objects += len(expected) - 1
     record_property("figures", f"{case[0]}: probabilities of {objects} objects equal to ilastik's cache")
+
+
+@pytest.mark.parametrize("case", [PREDICTED[0], PREDICTED[2]], ids=lambda case: case[0])
+def test_a_project_with_labels_but_no_classifier_is_trained_from_them(case, tmp_path, record_property):
+    """As ilastik headless does: the labelled objects of the project's own training images, measured, train a
+    forest (seeded here; ilastik's is random). Checked: every labelled object gets its label, and the classes
+    of all objects against those of the forest ilastik trained (its cached probabilities)."""
+    project = tmp_path / "project" / case[0]
+    project.parent.mkdir()
+    shutil.copy(FIXTURES / case[0], project)
+    (project.parent / "inputdata").symlink_to(INPUTS)  # the training images, where the project expects them
+    with h5py.File(project, "r+") as f:
+        del f["ObjectClassification/ClassifierForests"]
+        labels = [f[f"ObjectClassification/LabelInputs/0000/{t}"][()] for t in range(len(f["ObjectClassification/"
+                                                                                          "LabelInputs/0000"]))]
+        cached = [f[f"ObjectClassification/CachedProbabilities/0000/{t}"][()] for t in range(len(labels))]
+    exports = _run(tmp_path / "out", str(project), *case[1:])
+    labelled = agree = objects = 0
+    for t, (frame_labels, frame_cached) in enumerate(zip(labels, cached)):
+        classes = _per_object(exports["Object Predictions"], exports["Object Identities"], t)[:, 0]
+        ids = np.flatnonzero(frame_labels[:len(classes)])
+        assert np.array_equal(classes[ids], frame_labels[ids].astype(np.uint8)), f"frame {t}"
+        labelled += len(ids)
+        agree += int(np.sum(classes[1:] == frame_cached[1:].argmax(axis=1) + 1))
+        objects += len(classes) - 1
+    record_property("figures", f"{case[0]} without its forest: {labelled} labelled objects all predicted as "
+                               f"labelled; {agree}/{objects} objects in the class of ilastik's own forest")
+    assert labelled >= 2 and agree >= 0.85 * objects
 
 
 def test_the_label_image_project_gives_what_real_ilastik_gives(tmp_path, record_property):

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from hpc_ilastik.errors import UserError
+from hpc_ilastik.forest.training import split_trees, train_forests
 from hpc_ilastik.io.inputs import open_input
 from hpc_ilastik.pixel import training
 from hpc_ilastik.pixel.features import DEFAULT_FEATURE_IDS, DEFAULT_SCALES, compute_features, plan_features
 from hpc_ilastik.pixel.pipeline import PixelStage, SourceRequest, compute_source
-from hpc_ilastik.pixel.training import labelled_features, split_trees, train_forests, training_set
+from hpc_ilastik.pixel.training import labelled_features, training_set
 from hpc_ilastik.project.reader import open_project
 from hpc_ilastik.project.writer import write_pixel_classification_project
 from hpc_ilastik.synthetic import make_blobs_volume, sparse_labels

@@ -1,28 +1,17 @@
-"""Training pixel classifiers: the labelled pixels' features, and vigra-style forests fitted with scikit-learn.
-
-Forests are trained with scikit-learn using vigra's defaults as far as scikit-learn has them (gini,
-bootstrap of n rows, mtry = round(sqrt(F)), split while a node is impure and holds more than one sample)
-and converted to vigra forests, split into sub-forests as ilastik's ParallelVigraRfLazyflowClassifier
-does (ilastik-numerics.md §7). Features are computed only around the labelled pixels, tile by tile.
-"""
+"""Training pixel classifiers: the labelled pixels' features, computed only around the labels, tile by tile
+(the forests themselves are trained by `forest.training`)."""
 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from hpc_ilastik.errors import UserError
-from hpc_ilastik.forest.ensemble import ForestEnsemble
-from hpc_ilastik.forest.vigra import from_sklearn
 from hpc_ilastik.run import blocks as blk
 
 LabelBlock = tuple[tuple[slice, ...], np.ndarray]  # (tzyxc slices in the image, uint8 tzyxc labels)
 
-DEFAULT_TREE_COUNT = 100  # ilastik's ParallelVigraRfLazyflowClassifierFactory(100)
-DEFAULT_FOREST_COUNT = 4
 FEATURE_TILE = {2: (1, 512, 512), 3: (32, 128, 128)}  # (z, y, x) per feature computation, 2-D / 3-D images
 
 
@@ -32,35 +21,6 @@ def training_set(features_zyxF: np.ndarray, labels_zyx: np.ndarray) -> tuple[np.
         raise ValueError(f"features {features_zyxF.shape} and labels {labels_zyx.shape} do not match")
     mask = labels_zyx > 0
     return features_zyxF[mask].astype(np.float32), labels_zyx[mask].astype(np.uint32)
-
-
-def split_trees(tree_count: int, n_forests: int) -> list[int]:
-    """ilastik's split of the trees over sub-forests: as even as possible, the first ones one larger."""
-    n = max(1, min(n_forests, tree_count))
-    return [tree_count // n + (1 if i < tree_count % n else 0) for i in range(n)]
-
-
-def train_forests(X: np.ndarray, y: np.ndarray, tree_count: int = DEFAULT_TREE_COUNT,
-                  n_forests: int = DEFAULT_FOREST_COUNT, seed: int | None = None) -> ForestEnsemble:
-    """Train `tree_count` trees in `n_forests` sub-forests (ilastik's Forest0000, Forest0001, …)."""
-    if tree_count < 1:
-        raise UserError(f"The tree count must be at least 1, got {tree_count}.")
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    y = np.asarray(y, dtype=np.uint32)
-    if X.ndim != 2 or len(X) != len(y) or not len(y):
-        raise ValueError(f"need matching non-empty X (n, F) and y (n,), got {X.shape} and {y.shape}")
-    from sklearn.ensemble import RandomForestClassifier  # lazy here: sklearn's import costs every run ~0.5 s
-
-    mtry = max(1, int(math.floor(math.sqrt(X.shape[1]) + 0.5)))  # vigra's RF_SQRT
-    seeds = np.random.SeedSequence(seed).generate_state(n_forests)
-    forests = []
-    for trees, forest_seed in zip(split_trees(tree_count, n_forests), seeds):
-        model = RandomForestClassifier(n_estimators=trees, criterion="gini", max_features=mtry, bootstrap=True,
-                                       min_samples_split=2, min_samples_leaf=1, n_jobs=-1,
-                                       random_state=int(forest_seed))
-        model.fit(X, y)
-        forests.append(from_sklearn(model))
-    return ForestEnsemble(forests=forests, known_labels=np.unique(y).astype(np.uint32))
 
 
 def _tiles_with_labels(label_blocks: Sequence[LabelBlock], shape_tzyxc: tuple[int, ...]) -> dict[tuple, np.ndarray]:

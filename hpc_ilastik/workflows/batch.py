@@ -101,17 +101,18 @@ def role_axes(inputs: InputOptions, roles: tuple[str, ...]) -> dict[str, str | N
     return {role: inputs.axes[i] if i < len(inputs.axes) else inputs.axes[0] for i, role in enumerate(roles)}
 
 
-def training_image(project: Project, lane_index: int) -> Source:
-    """The lane's training image (`Raw Data`, else its first role) opened with the axes the project records.
+def training_image(project: Project, lane_index: int, role: str | None = None) -> Source:
+    """A training lane's image of `role` (default `Raw Data`, else the lane's first role) opened with the axes
+    the project records.
 
     A PNG-like file that ilastik recorded with an extra channel axis (yx file, `yxc` in the project) keeps
     the file's own axes; the tzyxc view is the same.
     """
     roles = project.lanes[lane_index].roles
-    ref = roles.get("Raw Data") or next((r for r in roles.values() if r is not None), None)
+    ref = roles.get(role) if role else roles.get("Raw Data") or next((r for r in roles.values() if r), None)
     if ref is None:
-        raise UserError(f"Lane {lane_index + 1} of {project.path} has labels but no training image to compute "
-                        "features from.")
+        raise UserError(f"Lane {lane_index + 1} of {project.path} has labels but no {role or 'training'} image to "
+                        "compute features from.")
     spec = f"{project.path}/{ref.path.lstrip('/')}" if ref.location == "ProjectInternal" else ref.path
     try:
         source = open_input(spec)

@@ -15,10 +15,12 @@ import numpy as np
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.forest.ensemble import ForestEnsemble
+from hpc_ilastik.forest.training import DEFAULT_TREE_COUNT, train_forests
 from hpc_ilastik.io.inputs import Source, derived_source
 from hpc_ilastik.objects import extraction, features
 from hpc_ilastik.objects.classification import classify_objects
 from hpc_ilastik.objects.extraction import Segmenter
+from hpc_ilastik.objects.features import feature_matrix
 from hpc_ilastik.pixel.pipeline import SourceRequest, compute_sources, halo, plan_stages, simple_segmentation
 from hpc_ilastik.project.object_classification import (
     FROM_BINARY,
@@ -32,7 +34,7 @@ from hpc_ilastik.project.pixel_classification import PixelClassifierStage
 from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.distributed import from_root
 from hpc_ilastik.run.progress import Progress
-from hpc_ilastik.workflows.batch import Batch, Lane, role_option, start_batch
+from hpc_ilastik.workflows.batch import Batch, Lane, role_option, start_batch, training_image
 from hpc_ilastik.workflows.blockwise import block_shape_for, memory_limit, thread_count, write_blocks
 from hpc_ilastik.workflows.export import Target, check_distinct_paths, fingerprint, plan_target
 from hpc_ilastik.workflows.object_blockwise import BLOCKWISE_SOURCES, write_blockwise
@@ -78,7 +80,7 @@ def run(project: ObjectClassificationProject, options: HeadlessOptions) -> None:
     asked = {name for name, _ in batch.export.sources}
     table = options.export.table_filename is not None or project.table is not None
     # unlike ilastik, which refuses any export then, the sources that need no object classifier work without one
-    classifier = _classifier(project) if asked & _CLASSIFIED or table else None
+    classifier = object_classifier(project, options) if asked & _CLASSIFIED or table else None
 
     def run_lane(lane: Lane, comm, quiet: bool) -> None:
         inputs = batch.open_lane(lane)
@@ -89,11 +91,14 @@ def run(project: ObjectClassificationProject, options: HeadlessOptions) -> None:
     batch.for_each_lane(run_lane)
 
 
-def _classifier(project: ObjectClassificationProject) -> ForestEnsemble:
-    """The project's trained object classifier; UserError when there is none."""
-    if project.classifier is not None:
-        if not project.label_names:
-            raise UserError(f"the object classifier of {project.path} has no label names; the project is damaged")
+def object_classifier(project: ObjectClassificationProject, options: HeadlessOptions) -> ForestEnsemble:
+    """The project's trained object classifier, or one trained from its labelled objects (as ilastik does when
+    the project stores none; always with --retrain / --tree-count)."""
+    training = options.training
+    asked = training.retrain or training.tree_count is not None
+    if not project.label_names and (project.classifier is not None or asked):
+        raise UserError(f"the object classifier of {project.path} has no label names; the project is damaged")
+    if project.classifier is not None and not asked:
         return project.classifier
     labelled = sum(int(np.count_nonzero(frame)) for lane in project.object_labels for frame in lane)
     if not labelled:
@@ -101,8 +106,34 @@ def _classifier(project: ObjectClassificationProject) -> ForestEnsemble:
                         f"train one: label objects in ilastik and save the project (the export sources "
                         f"'{IDENTITIES}'{' and pixel sources' if project.workflow_name == FROM_PIXELS else ''} "
                         "need no classifier)")
-    raise UserError(f"the project {project.path} has no trained object classifier ({labelled} labelled objects); "
-                    "train it in ilastik (open the project and save it after 'Live Update'), then run again")
+    why = "--retrain" if asked else "the project stores no trained object classifier"
+    log.info("training the object classifier from the project's %d labelled objects (%s; seeded, as ilastik's "
+             "%d trees)", labelled, why, training.tree_count or DEFAULT_TREE_COUNT)
+    X, y = _labelled_objects(project, options)
+    return train_forests(X, y, training.tree_count or DEFAULT_TREE_COUNT, seed=0)
+
+
+def _labelled_objects(project: ObjectClassificationProject, options: HeadlessOptions) -> tuple[np.ndarray, np.ndarray]:
+    """(feature rows, labels) of the labelled objects of the project's training images, measured as any input."""
+    roles = ROLES[project.workflow_name]
+    wanted = project.selected_features
+    xs, ys = [], []
+    for lane_index, frames in enumerate(project.object_labels):
+        if not any(np.count_nonzero(frame) for frame in frames):
+            continue
+        raw = training_image(project, lane_index)
+        second = training_image(project, lane_index, roles[1]) if len(roles) > 1 else \
+            pixel_probabilities(raw, project.pixel_stage)
+        image = _object_image(project, raw, second, options)
+        threads = min(thread_count(options.run), len(image.grid))
+        measured = measure_objects(image, wanted, None, threads, True, memory_limit(threads))
+        for frame, labels in zip(measured, frames):
+            matrix = feature_matrix(frame.features, wanted)
+            rows = np.flatnonzero(labels[:len(matrix)])
+            rows = rows[rows > 0]
+            xs.append(matrix[rows])
+            ys.append(labels[rows].astype(np.uint32))
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def pixel_probabilities(raw: Source, stage: PixelClassifierStage) -> Source:
@@ -133,18 +164,9 @@ def pixel_probabilities(raw: Source, stage: PixelClassifierStage) -> Source:
 def run_image(project: ObjectClassificationProject, classifier: ForestEnsemble | None, raw: Source,
               segmentation: Source, batch: Batch, comm, quiet: bool) -> list[str]:
     """Find, measure and classify the objects of one image; write every export source; returns the paths."""
-    shape = tuple(raw.shape_tzyxc)
-    seg_shape = tuple(segmentation.shape_tzyxc)
-    if seg_shape[:4] != shape[:4]:
-        raise UserError(f"{segmentation.nickname!r} has shape {seg_shape[:4]} (tzyx) but the raw data "
-                        f"{raw.nickname!r} has {shape[:4]}: they must be the same size")
-    segmenter = Segmenter(_KINDS[project.workflow_name], project.threshold)
-    segmenter.check_input(segmentation.dtype, seg_shape[4], shape[1:4])
+    image = _object_image(project, raw, segmentation, batch.options)
     wanted = project.selected_features
-    features.check_features(wanted, shape[4], 2 if shape[1] == 1 else 3)
-    run = batch.options.run
-    image = ObjectImage(raw, segmentation, segmenter, block_shape_for(run, shape))
-    threads = 1 if comm is not None else min(thread_count(run), len(image.grid))
+    threads = 1 if comm is not None else min(thread_count(batch.options.run), len(image.grid))
     measured = measure_objects(image, wanted if classifier is not None else {}, comm, threads, quiet,
                                memory_limit(threads))
     results = from_root(comm, None if measured is None else
@@ -159,6 +181,20 @@ def run_image(project: ObjectClassificationProject, classifier: ForestEnsemble |
         write_object_table(results, project, raw, batch.options.export.table_filename,
                            lambda t, k, box: image.object_mask(t, results[t].objects, k, box))
     return paths
+
+
+def _object_image(project: ObjectClassificationProject, raw: Source, segmentation: Source,
+                  options: HeadlessOptions) -> ObjectImage:
+    """An image and its segmentation input checked against each other and the project, ready to measure."""
+    shape = tuple(raw.shape_tzyxc)
+    seg_shape = tuple(segmentation.shape_tzyxc)
+    if seg_shape[:4] != shape[:4]:
+        raise UserError(f"{segmentation.nickname!r} has shape {seg_shape[:4]} (tzyx) but the raw data "
+                        f"{raw.nickname!r} has {shape[:4]}: they must be the same size")
+    segmenter = Segmenter(_KINDS[project.workflow_name], project.threshold)
+    segmenter.check_input(segmentation.dtype, seg_shape[4], shape[1:4])
+    features.check_features(project.selected_features, shape[4], 2 if shape[1] == 1 else 3)
+    return ObjectImage(raw, segmentation, segmenter, block_shape_for(options.run, shape))
 
 
 def classify(frame: MeasuredFrame, wanted: features.FeatureSet, classifier: ForestEnsemble | None,

@@ -13,6 +13,7 @@ import numpy as np
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.forest.ensemble import ForestEnsemble
+from hpc_ilastik.forest.training import DEFAULT_TREE_COUNT, train_forests
 from hpc_ilastik.io.inputs import Source
 from hpc_ilastik.pixel.pipeline import (
     PixelStage,
@@ -23,7 +24,7 @@ from hpc_ilastik.pixel.pipeline import (
     needed_stage,
     plan_stages,
 )
-from hpc_ilastik.pixel.training import DEFAULT_TREE_COUNT, labelled_features, train_forests
+from hpc_ilastik.pixel.training import labelled_features
 from hpc_ilastik.project.pixel_classification import PIXEL_CLASSIFICATION, PixelClassificationProject
 from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.progress import Progress
