@@ -17,6 +17,8 @@ from hpc_ilastik.io.inputs import open_input
 from hpc_ilastik.objects import standard
 from hpc_ilastik.objects.extraction import PREDICTIONS, SEGMENTATION, Segmenter
 from hpc_ilastik.objects.features import HULL_3D
+from hpc_ilastik.objects.graph_cut import graph_cut_mask
+from hpc_ilastik.objects.labeling import label_components
 from hpc_ilastik.objects.table import feature_columns, object_table
 from hpc_ilastik.objects.threshold import ThresholdSettings
 from hpc_ilastik.pixel.features import plan_features
@@ -288,6 +290,41 @@ def test_blockwise_equals_the_whole_image(case, roi, tmp_path):
     for name in whole:
         assert np.array_equal(whole[name], blocks[name]), name
     assert (tmp_path / "whole" / "t_table.csv").read_bytes() == (tmp_path / "blocks" / "t_table.csv").read_bytes()
+
+
+def test_graph_cut_thresholding_blockwise_equals_the_frames_cut(tmp_path, record_property):
+    """The 2-D prediction-map project switched to graph-cut thresholding (CurOperator 2): the objects are the
+    components of the whole frame's cut, size-filtered, whatever the blocks."""
+    project = tmp_path / "graphcut.ilp"
+    shutil.copy(FIXTURES / PREDICTED[0][0], project)
+    with h5py.File(project, "r+") as f:
+        f["ThresholdTwoLevels/CurOperator"][()] = 2
+        settings = open_project(str(project)).threshold
+    whole = _run(tmp_path / "whole", str(project), *PREDICTED[0][1:])
+    blocks = _run(tmp_path / "blocks", str(project), *PREDICTED[0][1:], "--distributed_block_roi=37")
+    for name in whole:
+        assert np.array_equal(whole[name], blocks[name]), name
+    frame = open_input(str(INPUTS / PREDICTED[0][3])).read()[0]
+    labels, _ = label_components(graph_cut_mask(frame, settings))
+    sizes = np.bincount(labels.ravel())
+    labels[(sizes < settings.min_size)[labels] | (sizes > settings.max_size)[labels]] = 0
+    ids = whole["Object Identities"][0, ..., 0]
+    assert np.array_equal(ids > 0, labels > 0) and ids.max() == len(np.unique(labels)) - 1
+    simple = _run(tmp_path / "simple", *PREDICTED[0])["Object Identities"][0, ..., 0]
+    record_property("figures", f"graph cut (β 0.2): {ids.max()} objects, {np.count_nonzero(ids)} pixels; simple "
+                               f"threshold: {simple.max()} objects, {np.count_nonzero(simple)} pixels")
+
+
+def test_a_graph_cut_over_the_memory_budget_is_refused(tmp_path, capsys, monkeypatch):
+    project = tmp_path / "graphcut.ilp"
+    shutil.copy(FIXTURES / PREDICTED[0][0], project)
+    with h5py.File(project, "r+") as f:
+        f["ThresholdTwoLevels/CurOperator"][()] = 2
+    monkeypatch.setenv("LAZYFLOW_TOTAL_RAM_MB", "1")
+    code = main(["--headless", f"--project={project}", f"--raw_data={INPUTS / PREDICTED[0][1]}",
+                 f"--prediction_maps={INPUTS / PREDICTED[0][3]}", f"--output_filename_format={tmp_path}/o.h5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "graph-cut thresholding solves one whole frame at a time" in err and "Traceback" not in err
 
 
 def test_two_mpi_ranks_equal_one_process(tmp_path):

@@ -14,9 +14,17 @@ from hpc_ilastik.io.inputs import open_input
 from hpc_ilastik.objects.accumulators import region_statistics
 from hpc_ilastik.objects.eigen import symmetric_eigensystem
 from hpc_ilastik.objects.extraction import LABELS, PREDICTIONS, SEGMENTATION, Segmenter, object_mask
+from hpc_ilastik.objects.graph_cut import BETA, graph_cut, graph_cut_mask, potentials
 from hpc_ilastik.objects.labeling import label_components, relabel_consecutive
 from hpc_ilastik.objects.standard import feature_value, neighborhood_masks
-from hpc_ilastik.objects.threshold import HYSTERESIS, ThresholdSettings, smooth, threshold_masks, vigra_gaussian
+from hpc_ilastik.objects.threshold import (
+    GRAPH_CUT,
+    HYSTERESIS,
+    ThresholdSettings,
+    smooth,
+    threshold_masks,
+    vigra_gaussian,
+)
 from hpc_ilastik.project.reader import open_project
 from hpc_ilastik.run.blocks import plan_blocks
 from tests.conftest import FIXTURES
@@ -212,11 +220,44 @@ def test_segmenters_refuse_unusable_inputs():
         Segmenter(SEGMENTATION).check_input(np.uint8, 2, (1, 10, 10))
     with pytest.raises(UserError, match="channel"):
         Segmenter(PREDICTIONS, ThresholdSettings(channel=2)).check_input(np.float32, 2, (1, 10, 10))
-    with pytest.raises(UserError, match="graph-cut"):
-        Segmenter(PREDICTIONS, ThresholdSettings(method=2)).check_input(np.float32, 2, (1, 10, 10))
+    with pytest.raises(UserError, match="IPHT method, which hpc-ilastik does not support"):
+        Segmenter(PREDICTIONS, ThresholdSettings(method=3)).check_input(np.float32, 2, (1, 10, 10))
 
 
 def test_masks_from_a_stored_value_range():
     maps = np.full((1, 3, 3, 1), 128, np.uint8)
     final, core = threshold_masks(maps, ThresholdSettings(low=0.5, sigmas_zyx=(0, 0, 0)), drange=(0.0, 255.0))
     assert final.all() and core is None
+
+
+def _potts_energy(mask: np.ndarray, p: np.ndarray, beta: float) -> float:
+    """segmentGC's energy: p for background, 1 - p for an object pixel, beta per differing neighbour pair."""
+    unary = np.where(mask, 1 - p.astype(np.float64), p.astype(np.float64)).sum()
+    pairs = sum(np.count_nonzero(np.diff(mask.astype(np.int8), axis=a)) for a in range(mask.ndim))
+    return unary + beta * pairs
+
+
+def test_graph_cut_finds_the_least_cost_labelling():
+    rng = np.random.default_rng(0)
+    for shape, beta in [((1, 3, 4), 0.2), ((2, 2, 3), 0.5), ((1, 2, 6), 0.05)]:
+        p = rng.random(shape).astype(np.float32)
+        best = min(_potts_energy(np.array(bits, bool).reshape(shape), p, beta)
+                   for bits in np.ndindex(*(2,) * p.size))  # every labelling of the 12 pixels
+        assert _potts_energy(graph_cut(p, beta), p, beta) == pytest.approx(best, abs=1e-12)
+    # a real frame: no single flipped pixel lowers the energy, and β smooths the simple threshold's mask
+    with h5py.File(FIXTURES / "inputdata" / "2d_Probabilities.h5", "r") as f:
+        frame = f["exported_data"][()].reshape(1, 1, *f["exported_data"].shape[-3:])[0]
+    settings = ThresholdSettings(method=GRAPH_CUT, low=0.7, sigmas_zyx=(1.0, 1.0, 1.0))
+    mask = graph_cut_mask(frame, settings)
+    p = potentials(smooth(frame[..., 0], settings.sigmas_zyx), settings.low)
+    energy = _potts_energy(mask, p, BETA)
+    for index in map(tuple, rng.integers(0, mask.shape, size=(200, 3))):
+        flipped = mask.copy()
+        flipped[index] = ~flipped[index]
+        assert _potts_energy(flipped, p, BETA) >= energy - 1e-9
+    simple = smooth(frame[..., 0], settings.sigmas_zyx) >= settings.low
+    assert energy <= _potts_energy(simple, p, BETA) and 0 < mask.sum() < mask.size
+    # without the Potts term the cut is the simple threshold (the remapping puts the threshold on 0.5)
+    unsmoothed = potentials(frame[..., 0], 0.7)
+    assert np.array_equal(graph_cut(unsmoothed, 0.0)[frame[..., 0] != np.float32(0.7)],
+                          (frame[..., 0] > 0.7)[frame[..., 0] != np.float32(0.7)])

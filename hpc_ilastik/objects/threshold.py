@@ -39,10 +39,10 @@ class ThresholdSettings:
 
     def check(self, n_channels: int) -> None:
         """UserError for what cannot run: an unsupported method, a channel the prediction maps lack."""
-        if self.method not in (SIMPLE, HYSTERESIS):
+        if self.method not in (SIMPLE, HYSTERESIS, GRAPH_CUT):
             name = _METHOD_NAMES.get(self.method, str(self.method))
             raise UserError(f"the project thresholds with the {name} method, which hpc-ilastik does not support "
-                            "(simple and hysteresis thresholding are supported)")
+                            "(simple, hysteresis and graph-cut thresholding are supported)")
         for role, index in (("Channel", self.channel), ("CoreChannel", self.core_channel)):
             if not 0 <= index < n_channels:
                 raise UserError(f"the project's threshold {role} is {index}, but the prediction maps have "
@@ -117,13 +117,19 @@ def smoothing_halo(settings: ThresholdSettings, shape_zyx: tuple[int, int, int])
     return tuple(len(vigra_gaussian(settings.sigmas_zyx[a])) // 2 if a in axes else 0 for a in range(3))
 
 
-def threshold_masks(probabilities_zyxc: np.ndarray, settings: ThresholdSettings,
-                    drange: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """(final mask, core mask or None) of one frame (or block plus halo) of prediction maps."""
-    data = probabilities_zyxc.astype(np.float32)
+def rescaled(probabilities: np.ndarray, drange: tuple[float, float] | None) -> np.ndarray:
+    """Prediction maps as float32 in [0, 1]: rescaled from a stored value range other than (0, 1)."""
+    data = probabilities.astype(np.float32)
     if drange is not None and tuple(drange) != (0.0, 1.0):
         data -= np.float32(drange[0])
         data = (data / np.float32(drange[1] - drange[0])).astype(np.float32)
+    return data
+
+
+def threshold_masks(probabilities_zyxc: np.ndarray, settings: ThresholdSettings,
+                    drange: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(final mask, core mask or None) of one frame (or block plus halo) of prediction maps."""
+    data = rescaled(probabilities_zyxc, drange)
     channels = {settings.channel, settings.core_channel} if settings.method == HYSTERESIS else {settings.channel}
     smoothed = {c: smooth(data[..., c], settings.sigmas_zyx) for c in channels}
     final = smoothed[settings.channel]
