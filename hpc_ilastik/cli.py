@@ -10,8 +10,10 @@ from typing import NoReturn, Sequence
 
 from hpc_ilastik import __version__
 from hpc_ilastik.errors import UserError
+from hpc_ilastik.run import interrupt
 from hpc_ilastik.run.distributed import PeerError
 from hpc_ilastik.run.process import finish, keep_freed_memory, start_numba_lightly
+from hpc_ilastik.run.progress import launcher_rank
 from hpc_ilastik.workflows.options import ExportRequest, HeadlessOptions, InputOptions, RunOptions, TrainingOptions
 
 log = logging.getLogger("hpc_ilastik")
@@ -321,8 +323,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     keep_freed_memory()
     debug = "--debug" in argv or os.environ.get("HPC_ILASTIK_DEBUG") == "1"
+    previous = interrupt.install_handlers()
     try:
         return _dispatch(argv)
+    except interrupt.Interrupted as stop:
+        if launcher_rank()[0] == 0:  # every rank stops; one says so
+            print(f"hpc-ilastik: {_stopped(stop)}", file=sys.stderr)
+        return 128 + stop.signum
     except PeerError:  # another MPI rank failed and has reported it
         return 1
     except UserError as err:
@@ -338,3 +345,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"hpc-ilastik: internal error: {type(err).__name__}: {err} (re-run with --debug for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        interrupt.restore_handlers(previous)
+
+
+def _stopped(stop: interrupt.Interrupted) -> str:
+    """The one line of a run stopped by a signal."""
+    where = f" with {stop.done} of {stop.total} {stop.unit} done" if stop.total else ""
+    return (f"stopped by {stop.name}{where}; no output was left half-written. Run the same command again: N5, "
+            "zarr and OME-Zarr outputs resume from their finished blocks, other formats are written from the start")

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, NoReturn, Sequence, TypeVar
 
 from hpc_ilastik.errors import UserError
+from hpc_ilastik.run import interrupt
 from hpc_ilastik.run.blocks import Block
 from hpc_ilastik.run.progress import Progress, launcher_rank
 
@@ -87,6 +88,7 @@ class RankStats:
     skipped: int
     busy_s: float
     wall_s: float
+    stopped_by: int | None = None  # the signal that stopped this rank early
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class RunStats:
 
     ranks: tuple[RankStats, ...]
     wall_s: float
+    stopped_by: int | None = None  # a signal stopped the run: every rank raises Interrupted
+    total: int = 0                 # items in the run
 
     @property
     def computed(self) -> int:
@@ -200,8 +204,8 @@ class _Tally:
         self.skipped += not computed
         self.busy += busy
 
-    def stats(self) -> RankStats:
-        return RankStats(self.rank, self.computed, self.skipped, self.busy, time.monotonic() - self.start)
+    def stats(self, stopped_by: int | None = None) -> RankStats:
+        return RankStats(self.rank, self.computed, self.skipped, self.busy, time.monotonic() - self.start, stopped_by)
 
 
 def _process(job: _Job, item: Any) -> tuple[bool, float]:
@@ -237,6 +241,7 @@ def _run_serial(items: Sequence[Any], job: _Job, progress: Progress | None, thre
     lock = threading.Lock()
 
     def one(item: Any) -> None:
+        interrupt.check()  # a stop was asked for: no new item
         try:
             computed, busy = _process(job, item)
         except Exception as err:
@@ -247,23 +252,26 @@ def _run_serial(items: Sequence[Any], job: _Job, progress: Progress | None, thre
             if progress is not None:
                 progress.update(job.voxels(item), computed)
 
-    if threads <= 1 or len(items) <= 1:
-        for item in items:
-            one(item)
-    else:
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hpc-ilastik-block") as pool:
-            futures = [pool.submit(one, item) for item in items]
-            try:
-                for future in as_completed(futures):
-                    future.result()
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+    try:
+        if threads <= 1 or len(items) <= 1:
+            for item in items:
+                one(item)
+        else:
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hpc-ilastik-block") as pool:
+                futures = [pool.submit(one, item) for item in items]
+                try:
+                    for future in as_completed(futures):
+                        future.result()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+    except interrupt.Interrupted as stop:  # the blocks being computed have finished (the pool waits for them)
+        raise interrupt.Interrupted(stop.signum, tally.computed + tally.skipped, len(items), job.unit) from None
     if progress is not None:
         progress.close()
     stats = tally.stats()
-    return RunStats((stats,), stats.wall_s)
+    return RunStats((stats,), stats.wall_s, total=len(items))
 
 
 def _fail(comm: Any, where: str, err: BaseException) -> NoReturn:
@@ -300,7 +308,7 @@ def _run_worker(comm: Any, job: _Job) -> RunStats:
     tally = _Tally(comm.Get_rank())
     comm.send(None, dest=0, tag=_TAG_REQUEST)
     item = _wait_recv(comm, 0, _TAG_WORK)
-    while item is not None:
+    while item is not None and interrupt.requested() is None:
         comm.send(None, dest=0, tag=_TAG_REQUEST)
         try:
             computed = tally.run(job, item)
@@ -308,8 +316,15 @@ def _run_worker(comm: Any, job: _Job) -> RunStats:
             _fail(comm, job.describe(item), err)
         comm.send(computed, dest=0, tag=_TAG_REPORT)
         item = _wait_recv(comm, 0, _TAG_WORK)
-    comm.send(tally.stats(), dest=0, tag=_TAG_FINISH)
-    return _wait_recv(comm, 0, _TAG_STATS)
+    comm.send(tally.stats(interrupt.requested()), dest=0, tag=_TAG_FINISH)  # a stopping rank tells rank 0
+    return _stopped_or(_wait_recv(comm, 0, _TAG_STATS), job)
+
+
+def _stopped_or(stats: RunStats, job: _Job) -> RunStats:
+    """The run's statistics, or Interrupted on every rank when a signal stopped any of them."""
+    if stats.stopped_by is not None:
+        raise interrupt.Interrupted(stats.stopped_by, stats.computed + stats.skipped, stats.total, job.unit)
+    return stats
 
 
 class _Dispatcher:
@@ -328,11 +343,19 @@ class _Dispatcher:
         self.served: set[int] = set()               # ranks that got an answer
         self.finished: list[RankStats] = []
         self.sends: list[Any] = []
+        self.stopped_by: int | None = None   # a signal stopped a rank: no more items for anyone
         self.status, self.any_source, self.any_tag = MPI.Status(), MPI.ANY_SOURCE, MPI.ANY_TAG
+
+    def stop(self, signum: int | None) -> None:
+        """Hand out no more items (a rank was asked to stop by `signum`)."""
+        if signum is not None:
+            with self.queue_lock:
+                if self.stopped_by is None:
+                    self.stopped_by = signum
 
     def take(self) -> Any | None:
         with self.queue_lock:
-            if self.next == len(self.items):
+            if self.next == len(self.items) or self.stopped_by is not None:
                 return None
             self.next += 1
             return self.items[self.next - 1]
@@ -383,6 +406,7 @@ class _Dispatcher:
                         self.send_next(rank)
                 else:
                     self.finished.append(payload)
+                    self.stop(payload.stopped_by)
                 answered += 1
             return answered
         except Exception as err:
@@ -394,6 +418,7 @@ class _Dispatcher:
         """Answer messages as they come until `condition()` holds."""
         pauses = _backoff()
         while not condition():
+            self.stop(interrupt.requested())
             if self.answer_pending():
                 pauses = _backoff()
             else:
@@ -412,7 +437,10 @@ def _run_root(comm: Any, items: list[Any], job: _Job, progress: Progress | None,
         # The others' first requests follow the collective Dup at once: answer them before computing,
         # so that none waits for rank 0's first block.
         dispatcher.serve_until(dispatcher.all_served)
-        while (item := dispatcher.take()) is not None:
+        while True:
+            dispatcher.stop(interrupt.requested())  # a signal here: no more items for any rank
+            if (item := dispatcher.take()) is None:
+                break
             try:
                 computed = tally.run(job, item)
             except Exception as err:
@@ -427,12 +455,13 @@ def _run_root(comm: Any, items: list[Any], job: _Job, progress: Progress | None,
         request.wait()
     if progress is not None:
         progress.close()
-    stats = RunStats(tuple(sorted(dispatcher.finished + [tally.stats()], key=lambda r: r.rank)),
-                     time.monotonic() - tally.start)
+    dispatcher.stop(interrupt.requested())
+    stats = RunStats(tuple(sorted(dispatcher.finished + [tally.stats(interrupt.requested())], key=lambda r: r.rank)),
+                     time.monotonic() - tally.start, dispatcher.stopped_by, len(items))
     requests = [comm.isend(stats, dest=rank, tag=_TAG_STATS) for rank in range(1, comm.Get_size())]
     for request in requests:
         request.wait()
-    return stats
+    return _stopped_or(stats, job)
 
 
 def on_root(comm: Any | None, fn: Callable[[], T]) -> T:
