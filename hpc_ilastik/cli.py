@@ -199,8 +199,9 @@ def headless_parser() -> argparse.ArgumentParser:
                         "exported too). Written once every image is done, so an interrupted run leaves none")
 
     g.add_argument("--threads", type=int,
-                   help="blocks computed at once by a single-process run (default: every core this process may use; "
-                        "under MPI each rank computes one block at a time: use more ranks instead)")
+                   help="blocks computed at once by a single-process run (default: ilastik's LAZYFLOW_THREADS if set, "
+                        "else every core this process may use; under MPI each rank computes one block at a time: use "
+                        "more ranks instead)")
 
     d = p.add_argument_group("distributed (MPI)")
     d.add_argument("--distributed", action="store_true",

@@ -1,7 +1,8 @@
-"""Shared test paths (the real ilastik fixtures live beside the checkout in ../shared), an in-process
-headless runner, and the report of the figures tests record."""
+"""Shared test paths (the real ilastik fixtures live beside the checkout in ../shared, or where
+HPC_ILASTIK_SHARED points), an in-process headless runner, and the report of the figures tests record."""
 
 import itertools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,16 @@ from hpc_ilastik.cli import main
 from hpc_ilastik.project.reader import open_project
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("HPC_ILASTIK_SHARED", REPO.parent / "shared"))
 FIXTURES = SHARED / "fixtures" / "ilastik"
 API = FIXTURES / "api"
+
+
+def pytest_configure(config) -> None:
+    """Without the ilastik fixtures most tests cannot run: one clear line before collection, not a traceback."""
+    if not FIXTURES.is_dir():
+        raise pytest.UsageError(f"the ilastik test fixtures are not at {FIXTURES}: put the project's shared/ folder "
+                                "beside the checkout, or set HPC_ILASTIK_SHARED to the folder that holds fixtures/")
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,15 @@
 """The block grid: --distributed_block_roi parsing, block planning (uneven edges, cut-outs), halo reads."""
 
+import os
+
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.run.blocks import parse_block_roi, plan_blocks, read_region
+from hpc_ilastik.workflows.blockwise import thread_count
+from hpc_ilastik.workflows.options import RunOptions
 
 SHAPE = (2, 600, 300, 100, 3)  # t, z, y, x, c
 
@@ -115,3 +119,14 @@ def test_a_filter_on_block_plus_halo_equals_the_whole_image_result_on_the_block(
         read, crop = read_region(block, (halo,) * 3, volume.shape)
         local = gaussian_filter(volume[read][0, ..., 0], sigma, mode="mirror", truncate=3.0)
         np.testing.assert_array_equal(local[crop[1:4]], whole[block.slices[1:4]])
+
+
+def test_thread_count_honours_threads_then_lazyflow_threads_then_the_cpu_affinity(monkeypatch):
+    monkeypatch.delenv("LAZYFLOW_THREADS", raising=False)
+    assert thread_count(RunOptions()) == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("LAZYFLOW_THREADS", "3")
+    assert thread_count(RunOptions()) == 3 and thread_count(RunOptions(threads=2)) == 2
+    for bad in ("0", "many"):
+        monkeypatch.setenv("LAZYFLOW_THREADS", bad)
+        with pytest.raises(UserError, match="LAZYFLOW_THREADS"):
+            thread_count(RunOptions())

@@ -34,11 +34,17 @@ def block_shape_for(run: RunOptions, shape_tzyxc: tuple[int, ...]) -> tuple[int,
 
 
 def thread_count(run: RunOptions) -> int:
-    """Worker threads for blocks in a single-process run."""
+    """Worker threads for blocks in a single-process run: --threads, else ilastik's LAZYFLOW_THREADS, else
+    every core this process may use (its CPU affinity: what SLURM allocated)."""
     if run.threads is not None:
         if run.threads < 1:
             raise UserError(f"--threads must be at least 1, not {run.threads}")
         return run.threads
+    given = os.environ.get("LAZYFLOW_THREADS")
+    if given is not None:
+        if not given.strip().isdigit() or int(given) < 1:
+            raise UserError(f"LAZYFLOW_THREADS={given!r} is not a thread count (a whole number of at least 1)")
+        return int(given)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
