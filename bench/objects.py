@@ -39,7 +39,8 @@ import numpy as np  # noqa: E402
 from scipy import ndimage, stats  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
-PROJECT = BENCH.parent.parent / "shared" / "fixtures" / "ilastik" / "ObjectClassification5t3d2c_wPred.ilp"
+SHARED = Path(os.environ.get("HPC_ILASTIK_SHARED", BENCH.parent.parent / "shared"))  # as the tests find it
+PROJECT = SHARED / "fixtures" / "ilastik" / "ObjectClassification5t3d2c_wPred.ilp"
 ORACLE = Path.home() / ".cache" / "ilastik-oracle" / "ilastik.sh"
 ARGS = ["--headless", "--export_source=Object Predictions", "--output_format=hdf5", "--input_axes=zyxc"]
 
