@@ -34,14 +34,24 @@ def _tiles_with_labels(label_blocks: Sequence[LabelBlock], shape_tzyxc: tuple[in
         ranges = [range(s.start // n, (s.stop - 1) // n + 1) for s, n in zip(slices[:4], tile)]
         for index in itertools.product(*ranges):
             bounds = [slice(i * n, min((i + 1) * n, size)) for i, n, size in zip(index, tile, shape_tzyxc)]
-            overlap = [slice(max(b.start, s.start), min(b.stop, s.stop)) for b, s in zip(bounds, slices)]
-            piece = labels[tuple(slice(o.start - s.start, o.stop - s.start) for o, s in zip(overlap, slices)) + (0,)]
-            if not piece.any():
-                continue
-            target = tiles.setdefault(index, np.zeros([b.stop - b.start for b in bounds], dtype=np.uint8))
-            view = target[tuple(slice(o.start - b.start, o.stop - b.start) for o, b in zip(overlap, bounds))]
-            np.copyto(view, piece, where=piece > 0)
+            target = tiles.get(index, np.zeros([b.stop - b.start for b in bounds], dtype=np.uint8))
+            if paste_labels(target, bounds, labels[..., 0], slices[:4]):
+                tiles[index] = target
     return tiles
+
+
+def paste_labels(target: np.ndarray, where: Sequence[slice], labels: np.ndarray, at: Sequence[slice]) -> bool:
+    """Copy the non-zero `labels` (lying at `at` in the image) into `target` (lying at `where`) where the two
+    overlap; whether there was any label to copy."""
+    overlap = [slice(max(w.start, a.start), min(w.stop, a.stop)) for w, a in zip(where, at)]
+    if any(o.start >= o.stop for o in overlap):
+        return False
+    piece = labels[tuple(slice(o.start - a.start, o.stop - a.start) for o, a in zip(overlap, at))]
+    if not piece.any():
+        return False
+    view = target[tuple(slice(o.start - w.start, o.stop - w.start) for o, w in zip(overlap, where))]
+    np.copyto(view, piece, where=piece > 0)
+    return True
 
 
 def labelled_features(read: Callable[[tuple[slice, ...]], np.ndarray], shape_tzyxc: tuple[int, ...],

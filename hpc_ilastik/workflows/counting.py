@@ -19,6 +19,7 @@ from hpc_ilastik.errors import UserError
 from hpc_ilastik.forest.regression import RegressionForest
 from hpc_ilastik.io.inputs import Source
 from hpc_ilastik.pixel.features import FeaturePlan, compute_features, plan_features
+from hpc_ilastik.pixel.training import LabelBlock, paste_labels
 from hpc_ilastik.project.counting import COUNTING, CountingProject
 from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.distributed import run_blocks
@@ -101,7 +102,7 @@ def retrain(project: CountingProject, seed: int = 0) -> list[RegressionForest]:
 
 
 def _block_samples(source: Source, plan: FeaturePlan, slices: tuple[slice, ...],
-                   label_blocks: Sequence[tuple[tuple[slice, ...], np.ndarray]],
+                   label_blocks: Sequence[LabelBlock],
                    sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """(features, targets) of one stored label block's training pixels: the dots smoothed with the labels
     around the block, the features with the image around it."""
@@ -110,11 +111,7 @@ def _block_samples(source: Source, plan: FeaturePlan, slices: tuple[slice, ...],
     around, inner = blk.read_region(block, (0,) + (training.smoothing_halo(sigma),) * 2, shape)
     labels = np.zeros([s.stop - s.start for s in around[2:4]], dtype=np.uint8)
     for other, values in label_blocks:  # every stored block that overlaps the context
-        overlap = [slice(max(a.start, o.start), min(a.stop, o.stop)) for a, o in zip(around[2:4], other[2:4])]
-        if all(s.start < s.stop for s in overlap):
-            piece = values[0, 0][tuple(slice(s.start - o.start, s.stop - o.start) for s, o in zip(overlap, other[2:4]))]
-            target = labels[tuple(slice(s.start - a.start, s.stop - a.start) for s, a in zip(overlap, around[2:4]))]
-            np.copyto(target, piece[..., 0], where=piece[..., 0] > 0)
+        paste_labels(labels, around[2:4], values[0, 0, ..., 0], other[2:4])
     smoothed = training.dot_density(labels, sigma)[inner[2:4]]
     indices, targets, _ = training.training_samples(labels[inner[2:4]], smoothed)
     read, crop = blk.read_region(block, plan.halo, shape)

@@ -109,10 +109,11 @@ def object_classifier(project: ObjectClassificationProject, options: HeadlessOpt
                         f"'{IDENTITIES}'{' and pixel sources' if project.workflow_name == FROM_PIXELS else ''} "
                         "need no classifier)")
     why = "--retrain" if asked else "the project stores no trained object classifier"
+    trees = training.tree_count or DEFAULT_TREE_COUNT
     log.info("training the object classifier from the project's %d labelled objects (%s; seeded, as ilastik's "
-             "%d trees)", labelled, why, training.tree_count or DEFAULT_TREE_COUNT)
+             "%d trees)", labelled, why, trees)
     X, y = _labelled_objects(project, options)
-    return train_forests(X, y, training.tree_count or DEFAULT_TREE_COUNT, seed=0)
+    return train_forests(X, y, trees, seed=0)
 
 
 def _labelled_objects(project: ObjectClassificationProject, options: HeadlessOptions) -> tuple[np.ndarray, np.ndarray]:
