@@ -193,15 +193,14 @@ def probability_agreement(ours: np.ndarray, ref: np.ndarray) -> dict:
 def headless(project: str, raw_spec: str, axes: str, output: Path, ranks: int | None,
              block: int | None = None, threads: int = 1) -> dict:
     """Run `hpc-ilastik --headless` (under `mpiexec -n ranks --distributed` if ranks, else in one process with
-    `threads` block threads): wall time, CPU time of all its processes, per-rank reports (peak memory)."""
+    `threads` block threads; under MPI, `threads` per rank): wall time, CPU time of all its processes, per-rank reports (peak memory)."""
     shutil.rmtree(output, ignore_errors=True)
     report = output.with_suffix(".report")
     args = ["--headless", f"--project={project}", "--export_source=Probabilities", "--output_format=n5",
             f"--output_filename_format={output}", f"--input_axes={axes}"]
     if block:
         args.append(f"--distributed_block_roi={block}")
-    if not ranks:
-        args.append(f"--threads={threads}")
+    args.append(f"--threads={threads}")
     command = [sys.executable, str(RANK_SCRIPT), str(report), *args]
     if ranks:
         command = [shutil.which("mpiexec") or "mpiexec", "-n", str(ranks), *command, "--distributed"]
@@ -334,10 +333,11 @@ def vigra_interpreter(choice: str | None) -> str | None:
 
 def run_w3(work: Workload, folder: Path, raw: np.ndarray, project: str, raw_spec: str, axes: str,
            exported: np.ndarray) -> dict:
-    """W1 under mpiexec -n 1 and -n 2 (same blocks), in one process with 1 and 2 block threads, and -n 1 on
-    half the volume for the memory bound."""
+    """W1 under mpiexec -n 1 and -n 2 (same blocks), -n 1 with 2 threads (hybrid), in one process with 1 and 2
+    block threads, and -n 1 on half the volume for the memory bound."""
     n_classes = exported.shape[1]
-    kinds = {"n1": (1, 1), "n2": (2, 1), "t1": (None, 1), "t2": (None, 2)}  # name: (ranks, threads)
+    # name: (ranks, threads per rank); "h" is the hybrid layout: one rank computing in 2 threads
+    kinds = {"n1": (1, 1), "n2": (2, 1), "t1": (None, 1), "t2": (None, 2), "h": (1, 2)}
     runs = [{name: headless(project, raw_spec, axes, folder / f"W3-{name}.n5", ranks, work.distributed_block, threads)
              for name, (ranks, threads) in kinds.items()}
             for _ in range(work.w3_repeats)]
@@ -351,7 +351,8 @@ def run_w3(work: Workload, folder: Path, raw: np.ndarray, project: str, raw_spec
     return {
         "seconds": {"n1": one["wall_s"], "n2": two["wall_s"], "half_volume_n1": half["wall_s"],
                     "n1_blocks": one["blocks_wall_s"], "n2_blocks": two["blocks_wall_s"],
-                    "threads1": best["t1"]["wall_s"], "threads2": best["t2"]["wall_s"]},
+                    "threads1": best["t1"]["wall_s"], "threads2": best["t2"]["wall_s"], "hybrid": best["h"]["wall_s"],
+                    "hybrid_blocks": best["h"]["blocks_wall_s"]},
         "repeats": work.w3_repeats,
         "all_wall_s": {name: [run[name]["wall_s"] for run in runs] for name in kinds},
         "outside_blocks_s": {"n1": one["wall_s"] - one["blocks_wall_s"], "n2": two["wall_s"] - two["blocks_wall_s"]},
@@ -360,9 +361,10 @@ def run_w3(work: Workload, folder: Path, raw: np.ndarray, project: str, raw_spec
         # what the whole command would reach if the block phase scaled perfectly: the start-up's share alone
         "efficiency_ceiling": one["wall_s"] / (2 * (two["wall_s"] - two["blocks_wall_s"] + one["blocks_wall_s"] / 2)),
         "threads_efficiency": best["t1"]["wall_s"] / (2 * best["t2"]["wall_s"]),
+        "hybrid_blocks_efficiency": one["blocks_wall_s"] / (2 * best["h"]["blocks_wall_s"]),
         "block": work.distributed_block,
         "peak_mib": {"n1": one["peak_mib"], "n2_per_rank": [r["peak_kib"] / 1024 for r in two["ranks"]],
-                     "half_volume_n1": half["peak_mib"], "threads2": best["t2"]["peak_mib"]},
+                     "half_volume_n1": half["peak_mib"], "threads2": best["t2"]["peak_mib"], "hybrid": best["h"]["peak_mib"]},
         "memory_growth_for_double_volume": one["peak_mib"] / half["peak_mib"],
         "checks": {"same_output_as_single_process": all(same)},
     }
@@ -455,10 +457,14 @@ def markdown(results: list[dict], info: dict, command: str) -> str:
             f"| thread efficiency in one process without MPI, `--threads=2` vs `--threads=1` "
             f"({w3['seconds']['threads1']:.1f} s vs {w3['seconds']['threads2']:.1f} s) "
             f"| {100 * w3['threads_efficiency']:.1f} % | |",
+            f"| hybrid layout, `mpiexec -n 1 --threads=2` vs 2 ranks of 1 thread: block phase "
+            f"{w3['seconds']['hybrid_blocks']:.1f} s vs {w3['seconds']['n2_blocks']:.1f} s, peak memory "
+            f"{w3['peak_mib']['hybrid']:.0f} MiB vs {sum(w3['peak_mib']['n2_per_rank']):.0f} MiB in all "
+            f"| {100 * w3['hybrid_blocks_efficiency']:.1f} % | |",
             f"| peak memory per rank, -n 2 | {', '.join(f'{m:.0f} MiB' for m in w3['peak_mib']['n2_per_rank'])} | |",
             f"| peak memory, -n 1: half volume → full volume | {w3['peak_mib']['half_volume_n1']:.0f} MiB → "
             f"{w3['peak_mib']['n1']:.0f} MiB (×{w3['memory_growth_for_double_volume']:.2f}) | unchanged |",
-            f"| outputs of -n 1, -n 2 and of 1 and 2 threads identical to the single-process run | "
+            f"| outputs of -n 1, -n 2, the hybrid layout and of 1 and 2 threads identical to the single-process run | "
             f"{'yes' if w3['checks']['same_output_as_single_process'] else 'NO'} | |",
         ]
     lines += ["", "CPU seconds behind the ratios (features and forest on the compared part; the baseline's whole path "
@@ -507,7 +513,8 @@ def print_result(r: dict) -> None:
         print(f"W3: {r['workload']} under mpiexec ({w3['block']}³ blocks): parallel efficiency at 2 ranks "
               f"{100 * w3['efficiency']:.1f} % (block phase {100 * w3['blocks_efficiency']:.1f} %, ceiling set by the "
               f"start-up {100 * w3['efficiency_ceiling']:.1f} %); 2 threads without MPI "
-              f"{100 * w3['threads_efficiency']:.1f} %; peak memory per rank "
+              f"{100 * w3['threads_efficiency']:.1f} %; hybrid 1 rank x 2 threads (block phase) "
+              f"{100 * w3['hybrid_blocks_efficiency']:.1f} % at {w3['peak_mib']['hybrid']:.0f} MiB; peak memory per rank "
               f"{', '.join(f'{m:.0f}' for m in w3['peak_mib']['n2_per_rank'])} MiB; -n 1 half volume "
               f"{w3['peak_mib']['half_volume_n1']:.0f} MiB → full volume {w3['peak_mib']['n1']:.0f} MiB; outputs "
               f"{'identical' if w3['checks']['same_output_as_single_process'] else 'DIFFERENT'}")

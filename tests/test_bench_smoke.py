@@ -30,10 +30,11 @@ def test_quick_bench_runs_and_agrees_with_the_baselines(tmp_path):
     assert w3["checks"]["same_output_as_single_process"]
     assert len(w3["peak_mib"]["n2_per_rank"]) == 2 and w3["efficiency"] > 0 and w3["threads_efficiency"] > 0
     assert all(w3["outside_blocks_s"][n] > 0 for n in ("n1", "n2")) and w3["efficiency_ceiling"] > 0
+    assert w3["hybrid_blocks_efficiency"] > 0 and w3["peak_mib"]["hybrid"] > 0
     text = readme.read_text()
     assert "old table" not in text and text.startswith("# bench\n") and text.endswith("notes\n")
     assert "| W1: 3D uint8 72³" in text and "parallel efficiency" in text and "`--threads=2`" in text
-    assert "had the block phase scaled perfectly" in text
+    assert "had the block phase scaled perfectly" in text and "hybrid layout, `mpiexec -n 1 --threads=2`" in text
 
 
 def test_quick_contention_bench_times_features_alone_and_beside_a_busy_core():

@@ -254,26 +254,45 @@ class _QueuedComm:
 
 
 def test_near_the_end_a_busy_rank_gets_its_next_block_only_when_it_reports():
-    """Ranks ask one block ahead; with fewer blocks left than ranks the request of a rank still computing
-    waits for its report, so the last blocks go to whichever rank is free first."""
+    """Ranks ask one block ahead; with fewer blocks left than worker threads the request of a rank whose
+    threads are all busy waits for its report, so the last blocks go to whichever rank is free first."""
     comm = _QueuedComm(size=2)
     dispatcher = _Dispatcher(comm, ["A", "B", "C", "D"], None, lambda item: 0)
-    comm.inbox = [(1, _TAG_REQUEST, None)]
+    comm.inbox = [(1, _TAG_REQUEST, 1)]  # a request says how many threads the rank computes with
     dispatcher.answer_pending()
-    assert comm.sent == [(1, "A")]
-    comm.inbox = [(1, _TAG_REQUEST, None)]  # asking ahead while computing A, three blocks left: B at once
+    assert comm.sent == [(1, (1, "A"))]  # items go numbered: reports name them
+    comm.inbox = [(1, _TAG_REQUEST, 1)]  # asking ahead while computing A, three blocks left: B at once
     dispatcher.answer_pending()
-    assert comm.sent == [(1, "A"), (1, "B")]
+    assert comm.sent == [(1, (1, "A")), (1, (2, "B"))]
     assert dispatcher.take() == "C"  # rank 0's own block
-    comm.inbox = [(1, _TAG_REPORT, True), (1, _TAG_REQUEST, None)]  # A done; asks ahead while computing B
+    comm.inbox = [(1, _TAG_REPORT, (1, True)), (1, _TAG_REQUEST, 1)]  # A done; asks ahead while computing B
     dispatcher.answer_pending()
-    assert comm.sent == [(1, "A"), (1, "B")]  # one block left: D is not reserved for the busy rank 1
-    comm.inbox = [(1, _TAG_REPORT, True)]
+    assert len(comm.sent) == 2  # one block left: D is not reserved for the busy rank 1
+    comm.inbox = [(1, _TAG_REPORT, (2, True))]
     dispatcher.answer_pending()
-    assert comm.sent[-1] == (1, "D")  # rank 1 is free first: it gets D
-    comm.inbox = [(1, _TAG_REQUEST, None), (1, _TAG_REPORT, True)]
+    assert comm.sent[-1] == (1, (3, "D"))  # rank 1 is free first: it gets D
+    comm.inbox = [(1, _TAG_REQUEST, 1), (1, _TAG_REPORT, (3, True))]
     dispatcher.answer_pending()
     assert comm.sent[-1] == (1, None) and dispatcher.take() is None  # done, and no block was lost
+
+
+def test_a_rank_with_threads_is_served_until_all_its_threads_are_busy():
+    """A rank computing with 2 threads gets a block for each, and one ahead; near the end only a thread that
+    ends frees a block for it; an item a stopping rank hands back unstarted is not counted as done."""
+    comm = _QueuedComm(size=2)
+    dispatcher = _Dispatcher(comm, ["A", "B", "C", "D", "E"], None, lambda item: 0)
+    comm.inbox = [(1, _TAG_REQUEST, 2)] * 3
+    dispatcher.answer_pending()
+    assert [item for _, (_, item) in comm.sent] == ["A", "B", "C"]  # two to compute, one ahead
+    comm.inbox = [(1, _TAG_REQUEST, 2)]  # two left, fewer than the 3 threads of ranks 0 and 1: deferred
+    dispatcher.answer_pending()
+    assert len(comm.sent) == 3
+    comm.inbox = [(1, _TAG_REPORT, (2, True))]  # B ended first: the deferred request gets D
+    dispatcher.answer_pending()
+    assert comm.sent[-1] == (1, (4, "D")) and sorted(dispatcher.outstanding[1]) == [1, 3, 4]
+    comm.inbox = [(1, _TAG_REPORT, (3, None))]  # C handed back unstarted (a signal)
+    dispatcher.answer_pending()
+    assert sorted(dispatcher.outstanding[1]) == [1, 4] and dispatcher.take() == "E"
 
 
 def test_get_comm(monkeypatch):
@@ -370,8 +389,8 @@ def test_launcher_sets_threads_per_rank(env, threads):
                             text=True, timeout=30, env=_env(**env))
     assert result.returncode == 0, result.stderr
     values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
-    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        assert values[var] == threads
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LAZYFLOW_THREADS"):
+        assert values[var] == threads  # LAZYFLOW_THREADS: each rank computes that many blocks at a time
     assert values["HDF5_USE_FILE_LOCKING"] == "FALSE"
 
 
@@ -382,21 +401,48 @@ def _fake_command(folder: Path, name: str) -> Path:
     return path
 
 
-def test_array_template_gives_every_file_to_exactly_one_task(tmp_path):
-    files = [f"/data/img{i}.tif" for i in range(7)]
+def _array_task(folder: Path, task_id: int, first: int, last: int, **env: str) -> subprocess.CompletedProcess:
+    """array.sbatch as SLURM runs task `task_id` of a submission whose ids run from `first` to `last`."""
+    return subprocess.run(["bash", str(REPO / "slurm_templates" / "array.sbatch")], capture_output=True, text=True,
+                          timeout=30, cwd=folder,
+                          env=_env(SLURM_ARRAY_TASK_ID=str(task_id), SLURM_ARRAY_TASK_MIN=str(first),
+                                   SLURM_ARRAY_TASK_MAX=str(last), FILE_LIST="files.txt",
+                                   LAUNCH=str(folder / "launch"), **env))
+
+
+def _taken(result: subprocess.CompletedProcess) -> list[str]:
+    assert result.returncode == 0, result.stderr
+    args = result.stdout.splitlines()[1:]
+    assert "--headless" in args and any(a.startswith("--project=") for a in args)
+    return [a for a in args if a.startswith("/data/")]
+
+
+@pytest.mark.parametrize("array, ids", [
+    (None, range(10)),                           # the template's own #SBATCH --array=0-9
+    ("0-18:2", range(0, 19, 2)),                 # a stepped array
+    ("1,3,5-7,20%2", [1, 3, 5, 6, 7, 20]),       # a list, at most 2 at a time
+])
+def test_array_template_gives_every_file_to_exactly_one_task(tmp_path, array, ids):
+    files = [f"/data/img{i}.tif" for i in range(23)]
     (tmp_path / "files.txt").write_text("\n".join(files[:3]) + "\n\n" + "\n".join(files[3:]) + "\n")
-    launcher = _fake_command(tmp_path, "launch")
-    taken = []
-    for task in range(3):
-        result = subprocess.run(["bash", str(REPO / "slurm_templates" / "array.sbatch")], capture_output=True,
-                                text=True, timeout=30, cwd=tmp_path,
-                                env=_env(SLURM_ARRAY_TASK_ID=str(10 + task), SLURM_ARRAY_TASK_MIN="10",
-                                         SLURM_ARRAY_TASK_COUNT="3", FILE_LIST="files.txt", LAUNCH=str(launcher)))
-        assert result.returncode == 0, result.stderr
-        args = result.stdout.splitlines()[1:]
-        assert "--headless" in args and any(a.startswith("--project=") for a in args)
-        taken += [a for a in args if a.startswith("/data/")]
-    assert sorted(taken) == sorted(files)
+    _fake_command(tmp_path, "launch")
+    extra = {"ARRAY": array} if array else {}
+    taken = {i: _taken(_array_task(tmp_path, i, min(ids), max(ids), **extra)) for i in ids}
+    assert sorted(sum(taken.values(), [])) == sorted(files)  # every file once
+    assert max(map(len, taken.values())) - min(map(len, taken.values())) <= 1
+    # resubmitting one failed task (sbatch --array=<id>) redoes exactly its files
+    for i in list(ids)[1::3]:
+        assert _taken(_array_task(tmp_path, i, i, i, **extra)) == taken[i]
+
+
+def test_array_template_refuses_an_array_that_does_not_fit_its_layout(tmp_path):
+    """`sbatch --array=0-49` over the template's 0-9 without ARRAY: every task stops, none splits wrongly."""
+    (tmp_path / "files.txt").write_text("/data/a.tif\n")
+    _fake_command(tmp_path, "launch")
+    for task in (3, 42):
+        result = _array_task(tmp_path, task, 0, 49)
+        assert result.returncode == 2 and result.stdout == ""
+        assert "is not in the array layout '0-9': pass ARRAY=" in result.stderr
 
 
 def test_volume_template_runs_one_distributed_srun(tmp_path):

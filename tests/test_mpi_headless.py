@@ -80,6 +80,21 @@ def test_mpi_ranks_equal_serial(volume_h5, serial, tmp_path, ranks):
     assert open_n5_dataset(out, "exported_data").attributes["axes"] == ["c", "x", "y", "z"]
 
 
+@pytest.mark.parametrize("how", ["--threads", "SLURM_CPUS_PER_TASK"])
+def test_mpi_ranks_with_threads_equal_serial(volume_h5, serial, tmp_path, how):
+    """Hybrid MPI + threads: 2 ranks computing blocks in 2 (--threads) or 3 (SLURM --cpus-per-task) threads each."""
+    out = str(tmp_path / "hybrid.n5")
+    env = {**os.environ, "SLURM_CPUS_PER_TASK": "3"} if how == "SLURM_CPUS_PER_TASK" else None
+    command = MPIEXEC + ["-n", "2", sys.executable, "-m", "hpc_ilastik", *_args(volume_h5, out), "--distributed",
+                         "--debug", *(["--threads=2"] if how == "--threads" else [])]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(_read(out), serial)
+    threads = 2 if how == "--threads" else 3
+    assert f"{threads} at a time on each of 2 ranks" in done.stderr
+    assert "27 blocks computed, 0 already done, on 2 rank(s)" in done.stderr
+
+
 def _chunk_files(out: str) -> list[Path]:
     root = Path(out) / "exported_data"
     return [p for p in root.rglob("*") if p.is_file() and p.name != "attributes.json" and ".tmp" not in p.name]

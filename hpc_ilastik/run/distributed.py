@@ -89,6 +89,7 @@ class RankStats:
     busy_s: float
     wall_s: float
     stopped_by: int | None = None  # the signal that stopped this rank early
+    threads: int = 1               # the rank's worker threads
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,9 @@ class RunStats:
 
     @property
     def idle_fraction(self) -> float:
-        """Share of the ranks' time (n_ranks x wall) not spent on items: waiting, or done before the others."""
-        capacity = self.wall_s * len(self.ranks)
+        """Share of the workers' time (threads of every rank x wall) not spent on items: waiting, or done before
+        the others."""
+        capacity = self.wall_s * sum(r.threads for r in self.ranks)
         return max(0.0, 1.0 - sum(r.busy_s for r in self.ranks) / capacity) if capacity > 0 else 0.0
 
     def summary(self, unit: str = "blocks") -> str:
@@ -189,23 +191,20 @@ class _Job:
 class _Tally:
     """One rank's running count of computed/skipped items and busy seconds."""
 
-    def __init__(self, rank: int) -> None:
-        self.rank, self.computed, self.skipped, self.busy = rank, 0, 0, 0.0
+    def __init__(self, rank: int, threads: int = 1) -> None:
+        self.rank, self.threads, self.computed, self.skipped, self.busy = rank, threads, 0, 0, 0.0
         self.start = time.monotonic()
-
-    def run(self, job: _Job, item: Any) -> bool:
-        """Process one item unless it is done; True when it was computed."""
-        computed, busy = _process(job, item)
-        self.record(computed, busy)
-        return computed
+        self.lock = threading.Lock()
 
     def record(self, computed: bool, busy: float) -> None:
-        self.computed += computed
-        self.skipped += not computed
-        self.busy += busy
+        with self.lock:
+            self.computed += computed
+            self.skipped += not computed
+            self.busy += busy
 
     def stats(self, stopped_by: int | None = None) -> RankStats:
-        return RankStats(self.rank, self.computed, self.skipped, self.busy, time.monotonic() - self.start, stopped_by)
+        return RankStats(self.rank, self.computed, self.skipped, self.busy, time.monotonic() - self.start, stopped_by,
+                         self.threads)
 
 
 def _process(job: _Job, item: Any) -> tuple[bool, float]:
@@ -228,8 +227,9 @@ def _run_dynamic(items: Sequence[Any] | None, job: _Job, comm: Any | None, progr
     comm = comm.Dup()  # our tags never meet the caller's messages
     try:
         if comm.Get_rank() != 0:
-            return _run_worker(comm, job)
-        stats = _run_root(comm, list(items or ()), job, progress, threaded=MPI.Query_thread() >= MPI.THREAD_MULTIPLE)
+            return _run_worker(comm, job, threads)
+        stats = _run_root(comm, list(items or ()), job, progress, threads,
+                          threaded=MPI.Query_thread() >= MPI.THREAD_MULTIPLE)
         log.info("%s", stats.summary(job.unit))
         return stats
     finally:
@@ -303,19 +303,45 @@ def _wait_recv(comm: Any, source: int, tag: int) -> Any:
     return message.recv()
 
 
-def _run_worker(comm: Any, job: _Job) -> RunStats:
-    """Ranks 1..N-1: ask rank 0 for items until it answers None; always one request ahead."""
-    tally = _Tally(comm.Get_rank())
-    comm.send(None, dest=0, tag=_TAG_REQUEST)
-    item = _wait_recv(comm, 0, _TAG_WORK)
-    while item is not None and interrupt.requested() is None:
-        comm.send(None, dest=0, tag=_TAG_REQUEST)
-        try:
-            computed = tally.run(job, item)
-        except Exception as err:
-            _fail(comm, job.describe(item), err)
-        comm.send(computed, dest=0, tag=_TAG_REPORT)
-        item = _wait_recv(comm, 0, _TAG_WORK)
+def _run_worker(comm: Any, job: _Job, threads: int) -> RunStats:
+    """Ranks 1..N-1: ask rank 0 for items until it answers None, computing up to `threads` at a time in
+    worker threads and always one request ahead. Only this main thread talks to MPI."""
+    tally = _Tally(comm.Get_rank(), threads)
+    queued: list[tuple[int, Any]] = []    # (serial, item) received, not started
+    running: dict[Any, tuple[int, Any]] = {}  # future → (serial, item)
+    requested, exhausted = 0, False
+    pauses = _backoff()
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hpc-ilastik-block") as pool:
+        while True:
+            stopping = interrupt.requested() is not None
+            for future in [f for f in running if f.done()]:
+                serial, item = running.pop(future)
+                if (err := future.exception()) is not None:
+                    _fail(comm, job.describe(item), err)
+                computed, busy = future.result()
+                tally.record(computed, busy)
+                comm.send((serial, computed), dest=0, tag=_TAG_REPORT)
+            if stopping:  # items not started go back unreported as computed, so that rank 0 answers every request
+                for serial, _ in queued:
+                    comm.send((serial, None), dest=0, tag=_TAG_REPORT)
+                queued.clear()
+            while not (exhausted or stopping) and requested + len(queued) + len(running) < threads + 1:
+                comm.send(threads, dest=0, tag=_TAG_REQUEST)
+                requested += 1
+            while (message := comm.improbe(source=0, tag=_TAG_WORK)) is not None:
+                answer = message.recv()
+                requested -= 1
+                if answer is None:
+                    exhausted = True
+                else:
+                    queued.append(answer)
+            while queued and len(running) < threads and not stopping:
+                serial, item = queued.pop(0)
+                running[pool.submit(_process, job, item)] = (serial, item)
+                pauses = _backoff()  # something happened: look again soon
+            if (exhausted or stopping) and not (requested or queued or running):
+                break
+            time.sleep(next(pauses))
     comm.send(tally.stats(interrupt.requested()), dest=0, tag=_TAG_FINISH)  # a stopping rank tells rank 0
     return _stopped_or(_wait_recv(comm, 0, _TAG_STATS), job)
 
@@ -338,8 +364,10 @@ class _Dispatcher:
         self.next = 0
         self.queue_lock = threading.Lock()      # the item counter and the progress
         self.message_lock = threading.Lock()    # one thread at a time answers messages
-        self.outstanding: dict[int, list[Any]] = {}   # per rank: items handed out, not yet reported
-        self.deferred: set[int] = set()             # ranks whose request waits for their current item
+        self.outstanding: dict[int, dict[int, Any]] = {}  # per rank: serial → item handed out, not yet reported
+        self.serial = 0
+        self.threads: dict[int, int] = {0: 1}        # worker threads per rank, as their requests say
+        self.deferred: dict[int, int] = {}          # per rank: requests that wait for one of its items to end
         self.served: set[int] = set()               # ranks that got an answer
         self.finished: list[RankStats] = []
         self.sends: list[Any] = []
@@ -361,16 +389,18 @@ class _Dispatcher:
             return self.items[self.next - 1]
 
     def near_the_end(self) -> bool:
-        """Fewer items left than ranks: a busy rank should not reserve one."""
+        """Fewer items left than worker threads: a rank whose threads are all busy should not reserve one."""
+        workers = sum(self.threads.values()) + self.comm.Get_size() - len(self.threads)
         with self.queue_lock:
-            return len(self.items) - self.next < self.comm.Get_size()
+            return len(self.items) - self.next < workers
 
     def send_next(self, rank: int) -> None:
-        """Hand the next item (None: no more) to `rank`."""
+        """Hand the next item (None: no more) to `rank`, numbered so that its report names it."""
         item = self.take()
         if item is not None:
-            self.outstanding.setdefault(rank, []).append(item)
-        self.sends.append(self.comm.isend(item, dest=rank, tag=_TAG_WORK))
+            self.serial += 1
+            self.outstanding.setdefault(rank, {})[self.serial] = item
+        self.sends.append(self.comm.isend(None if item is None else (self.serial, item), dest=rank, tag=_TAG_WORK))
 
     def done(self, item: Any, computed: bool) -> None:
         with self.queue_lock:
@@ -395,14 +425,18 @@ class _Dispatcher:
                 payload, rank, tag = message.recv(), self.status.Get_source(), self.status.Get_tag()
                 if tag == _TAG_REQUEST:
                     self.served.add(rank)
-                    if self.outstanding.get(rank) and self.near_the_end():
-                        self.deferred.add(rank)
+                    self.threads[rank] = payload
+                    if len(self.outstanding.get(rank, ())) >= payload and self.near_the_end():
+                        self.deferred[rank] = self.deferred.get(rank, 0) + 1
                     else:
                         self.send_next(rank)
                 elif tag == _TAG_REPORT:
-                    self.done(self.outstanding[rank].pop(0), payload)
-                    if rank in self.deferred:
-                        self.deferred.discard(rank)
+                    serial, computed = payload
+                    item = self.outstanding[rank].pop(serial)
+                    if computed is not None:  # None: handed back unstarted by a stopping rank
+                        self.done(item, computed)
+                    if self.deferred.get(rank):
+                        self.deferred[rank] -= 1
                         self.send_next(rank)
                 else:
                     self.finished.append(payload)
@@ -425,28 +459,38 @@ class _Dispatcher:
                 time.sleep(next(pauses))
 
 
-def _run_root(comm: Any, items: list[Any], job: _Job, progress: Progress | None, threaded: bool) -> RunStats:
-    """Rank 0: dispatch, and compute too when MPI allows a dispatcher thread. Between its own blocks the
-    main thread answers waiting ranks itself: a kernel that holds the GIL starves the thread meanwhile."""
+def _run_root(comm: Any, items: list[Any], job: _Job, progress: Progress | None, threads: int,
+              threaded: bool) -> RunStats:
+    """Rank 0: dispatch, and compute in `threads` threads too when MPI allows a dispatcher thread. Between
+    their items the computing threads answer waiting ranks: a kernel that holds the GIL starves the
+    dispatcher thread meanwhile."""
     dispatcher = _Dispatcher(comm, items, progress, job.voxels)
-    tally = _Tally(0)
+    tally = _Tally(0, threads if threaded else 1)
     if threaded:
+        dispatcher.threads[0] = threads
         thread = threading.Thread(target=dispatcher.serve_until, args=(dispatcher.all_finished,),
                                   name="hpc-ilastik-dispatcher", daemon=True)
         thread.start()
         # The others' first requests follow the collective Dup at once: answer them before computing,
         # so that none waits for rank 0's first block.
         dispatcher.serve_until(dispatcher.all_served)
-        while True:
-            dispatcher.stop(interrupt.requested())  # a signal here: no more items for any rank
-            if (item := dispatcher.take()) is None:
-                break
-            try:
-                computed = tally.run(job, item)
-            except Exception as err:
-                _fail(comm, job.describe(item), err)
-            dispatcher.done(item, computed)
-            dispatcher.answer_pending()
+
+        def compute() -> None:
+            while True:
+                dispatcher.stop(interrupt.requested())  # a signal here: no more items for any rank
+                if (item := dispatcher.take()) is None:
+                    return
+                try:
+                    computed, busy = _process(job, item)
+                except Exception as err:
+                    _fail(comm, job.describe(item), err)
+                tally.record(computed, busy)
+                dispatcher.done(item, computed)
+                dispatcher.answer_pending()
+
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hpc-ilastik-block") as pool:
+            for future in [pool.submit(compute) for _ in range(threads)]:
+                future.result()
         thread.join()
     else:
         log.warning("this MPI does not provide MPI_THREAD_MULTIPLE: rank 0 only hands out work")

@@ -33,19 +33,29 @@ def block_shape_for(run: RunOptions, shape_tzyxc: tuple[int, ...]) -> tuple[int,
     return (1, min(z, 96), min(y, 96), min(x, 96), c)
 
 
-def thread_count(run: RunOptions) -> int:
-    """Worker threads for blocks in a single-process run: --threads, else ilastik's LAZYFLOW_THREADS, else
-    every core this process may use (its CPU affinity: what SLURM allocated)."""
+def thread_count(run: RunOptions, under_mpi: bool = False) -> int:
+    """Worker threads of this process: --threads, else ilastik's LAZYFLOW_THREADS; else, one MPI rank of
+    several, SLURM's --cpus-per-task (or 1: a rank per core), and a single process every core it may use
+    (its CPU affinity: what SLURM allocated)."""
     if run.threads is not None:
         if run.threads < 1:
             raise UserError(f"--threads must be at least 1, not {run.threads}")
         return run.threads
-    given = os.environ.get("LAZYFLOW_THREADS")
-    if given is not None:
-        if not given.strip().isdigit() or int(given) < 1:
-            raise UserError(f"LAZYFLOW_THREADS={given!r} is not a thread count (a whole number of at least 1)")
-        return int(given)
+    for name in ("LAZYFLOW_THREADS", "SLURM_CPUS_PER_TASK") if under_mpi else ("LAZYFLOW_THREADS",):
+        given = os.environ.get(name)
+        if given is not None:
+            if not given.strip().isdigit() or int(given) < 1:
+                raise UserError(f"{name}={given!r} is not a thread count (a whole number of at least 1)")
+            return int(given)
+    if under_mpi:
+        return 1
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def block_threads(run: RunOptions, comm: Any | None, items: Sequence[Any] | None) -> int:
+    """Threads for a run over `items` (rank 0's; None on the other ranks): no more than there are items."""
+    threads = thread_count(run, comm is not None and comm.Get_size() > 1)
+    return threads if items is None else max(1, min(threads, len(items)))
 
 
 def memory_limit(workers: int) -> int:

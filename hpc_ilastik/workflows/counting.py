@@ -25,7 +25,7 @@ from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.distributed import run_blocks
 from hpc_ilastik.run.progress import Progress
 from hpc_ilastik.workflows.batch import Batch, Lane, start_batch, training_image
-from hpc_ilastik.workflows.blockwise import block_shape_for, thread_count, write_blocks
+from hpc_ilastik.workflows.blockwise import block_shape_for, block_threads, write_blocks
 from hpc_ilastik.workflows.export import check_distinct_paths, fingerprint, plan_target
 from hpc_ilastik.workflows.options import HeadlessOptions, TrainingOptions
 from hpc_ilastik.workflows.workflow import Workflow
@@ -163,7 +163,7 @@ def run_image(project: CountingProject, regressors: Sequence[RegressionForest], 
         for target in targets:
             target.write(block, values)
 
-    threads = 1 if comm is not None else min(thread_count(batch.options.run), len(grid))
+    threads = block_threads(batch.options.run, comm, grid)
     progress = Progress(len(grid), unit="blocks", total_voxels=math.prod(s.stop - s.start for s in region[:4]),
                         quiet=quiet, label=source.nickname)
     write_blocks(grid, write, targets, comm, threads, progress, lambda block: (block.voxels,), source.nickname)

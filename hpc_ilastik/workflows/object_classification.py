@@ -37,7 +37,7 @@ from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.distributed import from_root
 from hpc_ilastik.run.progress import Progress
 from hpc_ilastik.workflows.batch import Batch, Lane, role_option, start_batch, training_image
-from hpc_ilastik.workflows.blockwise import block_shape_for, memory_limit, thread_count, write_blocks
+from hpc_ilastik.workflows.blockwise import block_shape_for, block_threads, memory_limit, thread_count, write_blocks
 from hpc_ilastik.workflows.export import Target, check_distinct_paths, fingerprint, plan_target
 from hpc_ilastik.workflows.object_blockwise import BLOCKWISE_SOURCES, write_blockwise
 from hpc_ilastik.workflows.object_measurement import MeasuredFrame, ObjectImage, measure_objects
@@ -128,7 +128,7 @@ def _labelled_objects(project: ObjectClassificationProject, options: HeadlessOpt
         second = training_image(project, lane_index, roles[1]) if len(roles) > 1 else \
             pixel_probabilities(raw, project.pixel_stage)
         image = _object_image(project, raw, second, options)
-        threads = min(thread_count(options.run), len(image.grid))
+        threads = block_threads(options.run, None, image.grid)
         measured = measure_objects(image, wanted, None, threads, True, memory_limit(threads))
         for frame, labels in zip(measured, frames):
             matrix = feature_matrix(frame.features, wanted)
@@ -169,7 +169,7 @@ def run_image(project: ObjectClassificationProject, classifier: ForestEnsemble |
     """Find, measure and classify the objects of one image; write every export source; returns the paths."""
     image = _object_image(project, raw, segmentation, batch.options)
     wanted = project.selected_features
-    threads = 1 if comm is not None else min(thread_count(batch.options.run), len(image.grid))
+    threads = block_threads(batch.options.run, comm, image.grid)
     measured = measure_objects(image, wanted if classifier is not None else {}, comm, threads, quiet,
                                memory_limit(threads))
     results = from_root(comm, None if measured is None else

@@ -29,7 +29,7 @@ from hpc_ilastik.project.pixel_classification import PIXEL_CLASSIFICATION, Pixel
 from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.progress import Progress
 from hpc_ilastik.workflows.batch import Batch, Lane, start_batch, training_image
-from hpc_ilastik.workflows.blockwise import block_shape_for, thread_count, write_blocks
+from hpc_ilastik.workflows.blockwise import block_shape_for, block_threads, write_blocks
 from hpc_ilastik.workflows.export import check_distinct_paths, fingerprint, plan_target
 from hpc_ilastik.workflows.options import HeadlessOptions, TrainingOptions
 from hpc_ilastik.workflows.workflow import Workflow
@@ -96,7 +96,7 @@ def run_image(project: PixelClassificationProject, ensembles: list[ForestEnsembl
         read, _ = blk.read_region(block, context, shape)
         return math.prod(s.stop - s.start for s in read[:4]), block.voxels
 
-    threads = 1 if comm is not None else min(thread_count(batch.options.run), len(grid))
+    threads = block_threads(batch.options.run, comm, grid)
     if comm is None or comm.Get_rank() == 0:
         log.info("%s: %d block(s) of %s (tzyx) with a halo of %s (zyx); about %.2f GiB per block, %d at a time%s",
                  source.nickname, len(grid), block_shape[:4], context, block_memory(block_shape, context, stages) / 2**30,
