@@ -13,7 +13,7 @@ from hpc_ilastik.errors import UserError
 from hpc_ilastik.run import interrupt
 from hpc_ilastik.run.distributed import PeerError
 from hpc_ilastik.run.process import finish, keep_freed_memory, start_numba_lightly
-from hpc_ilastik.run.progress import launcher_rank
+from hpc_ilastik.run.progress import INTERVAL_ENV, launcher_rank
 from hpc_ilastik.workflows.options import ExportRequest, HeadlessOptions, InputOptions, RunOptions, TrainingOptions
 
 log = logging.getLogger("hpc_ilastik")
@@ -116,7 +116,12 @@ def headless_parser() -> argparse.ArgumentParser:
                         "always opened read-only and never modified, even with --retrain")
     g.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     g.add_argument("--quiet", action="store_true", help="no progress or info output on stderr")
-    g.add_argument("--logfile", metavar="FILE", help="also write the log to this file")
+    g.add_argument("--logfile", metavar="FILE",
+                   help="also write the log to this file: info lines, and with --quiet still the warnings and errors, "
+                        "including the final error line")
+    g.add_argument("--progress_interval", type=float, metavar="SECONDS",
+                   help="seconds between progress lines (default: 2 on a terminal, where the line is rewritten in "
+                        "place; 30 when stderr goes to a file, e.g. a SLURM log)")
 
     i = p.add_argument_group("input")
     i.add_argument("inputs", nargs="*", metavar="INPUT",
@@ -199,9 +204,13 @@ def headless_parser() -> argparse.ArgumentParser:
                         "exported too). Written once every image is done, so an interrupted run leaves none")
 
     g.add_argument("--threads", type=int,
-                   help="blocks computed at once by a single-process run (default: ilastik's LAZYFLOW_THREADS if set, "
-                        "else every core this process may use; under MPI each rank computes one block at a time: use "
-                        "more ranks instead)")
+                   help="blocks computed at once by this process, or by each MPI rank (default: ilastik's "
+                        "LAZYFLOW_THREADS if set; else under MPI SLURM's --cpus-per-task, or 1; else every core this "
+                        "process may use)")
+    g.add_argument("--stop_on_error", action="store_true",
+                   help="stop at the first input that fails (ilastik's behaviour). By default every input is "
+                        "attempted: one that cannot be read or processed is reported and the others are still "
+                        "written; the run then ends with a list of the failed inputs and exit status 3")
 
     d = p.add_argument_group("distributed (MPI)")
     d.add_argument("--distributed", action="store_true",
@@ -263,6 +272,7 @@ def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] == "train":
         args = train_parser().parse_args(argv[1:])
         _setup_logging(args.debug, args.quiet)
+        _check_tree_count(args.tree_count)
         start_numba_lightly()
         from hpc_ilastik.train import train_command
 
@@ -278,6 +288,10 @@ def _dispatch(argv: list[str]) -> int:
         return run_demo(args.output_dir, distributed=args.distributed, quiet=args.quiet)
     args = headless_parser().parse_args(_bare_readonly(argv))
     _setup_logging(args.debug, args.quiet, args.logfile)
+    if args.progress_interval is not None:
+        if not args.progress_interval >= 0:
+            raise UserError(f"--progress_interval must be a number of seconds of at least 0, not {args.progress_interval}")
+        os.environ[INTERVAL_ENV] = str(args.progress_interval)  # read by every progress line, on every rank
     if not args.headless:
         raise UserError("hpc-ilastik has no GUI: add --headless (or use the 'train' / 'demo' subcommands)")
     if not args.project:
@@ -292,6 +306,7 @@ def _dispatch(argv: list[str]) -> int:
 
 def headless_options(args: argparse.Namespace) -> HeadlessOptions:
     """The parsed command line as the typed options the workflows take."""
+    _check_tree_count(args.tree_count)
     if args.raw_data and args.inputs:
         raise UserError("give the input files either as positional arguments or after --raw_data, not both")
     files = {"Raw Data": tuple(args.raw_data or args.inputs)}
@@ -309,7 +324,7 @@ def headless_options(args: argparse.Namespace) -> HeadlessOptions:
             cutout=args.cutout_subregion, table_filename=args.table_filename,
             csv_export_file=args.csv_export_file),
         run=RunOptions(distributed=args.distributed, block_roi=args.distributed_block_roi, threads=args.threads,
-                       quiet=args.quiet),
+                       quiet=args.quiet, stop_on_error=args.stop_on_error),
         training=TrainingOptions(retrain=args.retrain, tree_count=args.tree_count),
     )
 
@@ -329,25 +344,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(argv)
     except interrupt.Interrupted as stop:
         if launcher_rank()[0] == 0:  # every rank stops; one says so
-            print(f"hpc-ilastik: {_stopped(stop)}", file=sys.stderr)
+            _report(_stopped(stop))
         return 128 + stop.signum
     except PeerError:  # another MPI rank failed and has reported it
         return 1
     except UserError as err:
         if debug:
             log.exception("error")
-        print(f"hpc-ilastik: error: {err}", file=sys.stderr)
+        # Errors that reach here are the same on every rank (the command line, the project, the inputs' checks;
+        # a rank's own failures are reported where they happen): said once, by rank 0, unless debugging.
+        if launcher_rank()[0] == 0 or debug:
+            _report(f"error: {err}")
         return err.exit_code
     except KeyboardInterrupt:
-        print("hpc-ilastik: interrupted; re-run the same command to resume", file=sys.stderr)
+        _report("interrupted; re-run the same command to resume")
         return 130
     except Exception as err:  # an unexpected failure: still one clear line unless --debug
         if debug:
             raise
-        print(f"hpc-ilastik: internal error: {type(err).__name__}: {err} (re-run with --debug for the traceback)", file=sys.stderr)
+        _report(f"internal error: {type(err).__name__}: {err} (re-run with --debug for the traceback)")
         return 1
     finally:
         interrupt.restore_handlers(previous)
+
+
+def _check_tree_count(count: int | None) -> None:
+    if count is not None and count < 1:
+        raise UserError(f"--tree-count must be at least 1, not {count}")
+
+
+def _report(text: str) -> None:
+    """The run's last line: on stderr, and in the --logfile (whatever the log level)."""
+    print(f"hpc-ilastik: {text}", file=sys.stderr)
+    record = logging.LogRecord("hpc_ilastik", logging.ERROR, __file__, 0, text, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _stopped(stop: interrupt.Interrupted) -> str:

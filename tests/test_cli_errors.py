@@ -35,6 +35,7 @@ def work(tmp_path: Path) -> Path:
     (inputs / "regular_file").write_text("not a folder")
     with h5py.File(inputs / "raw.h5", "w") as f:
         f["data"] = image
+    (inputs / "corrupt.png").write_bytes((inputs / "Data_1channel.png").read_bytes()[:300])  # cut off mid-file
     return tmp_path
 
 
@@ -82,8 +83,8 @@ CASES = [
      ["--segmentation_image", "every input"]),
     ("counting project on a 1-channel image", ["--headless", "--project={fixtures}/CellDensityCounting2d3c.ilp", OUT,
                                                IMG], ["1 channel(s)", "regressors were trained on 30"]),
-    ("multicut project", ["--headless", "--project={fixtures}/Boundary-basedSegmentationwMulticut3d.ilp", IMG],
-     ["Multicut", "not supported"]),
+    ("tracking project", ["--headless", "--project={fixtures}/TrackingwLearning5t2d_wPred.ilp", IMG],
+     ["Tracking", "not supported"]),
     ("3 channels into a 1-channel project", _headless(OUT, "{in}/rgb.png"), ["3 channel", "trained on 2D images with 1 channel"]),
     ("3D volume into a 2D project", _headless(OUT, "{in}/volume.npy"), ["3D", "trained on 2D", "z=64"]),
     ("2D image into a 3D project", ["--headless", f"--project={PROJECT_3D}", OUT, IMG], ["2D", "trained on 3D"]),
@@ -135,6 +136,9 @@ CASES = [
     ("no --headless", [f"--project={PROJECT}", IMG], ["--headless"]),
     ("no --project", ["--headless", IMG], ["--project"]),
     ("no inputs", _headless(OUT), ["no input files"]),
+    ("corrupt image", _headless(OUT, "{in}/corrupt.png"), ["corrupt.png", "damaged or unreadable"]),
+    ("no trees", _headless(OUT, "--tree-count=0", IMG), ["--tree-count", "at least 1, not 0"]),
+    ("negative progress interval", _headless(OUT, "--progress_interval=-1", IMG), ["--progress_interval", "-1"]),
 ]
 
 
@@ -170,7 +174,7 @@ def test_debug_shows_the_traceback(work, capsys):
 
 @pytest.mark.parametrize("argv, words", [
     (_headless("--export-source=Probabilities", IMG), ["--export_source"]),
-    (["--headless", "--project={fixtures}/Boundary-basedSegmentationwMulticut3d.ilp", IMG], ["Multicut", "not supported"]),
+    (["--headless", "--project={fixtures}/TrackingwLearning5t2d_wPred.ilp", IMG], ["Tracking", "not supported"]),
     (_headless(OUT, "{in}/volume.npy"), ["trained on 2D"]),
 ], ids=["dashed option", "unsupported workflow", "3D into 2D"])
 def test_the_real_command_exits_non_zero_without_traceback(work, argv, words):
@@ -212,3 +216,40 @@ def test_a_missing_later_input_stops_the_run_before_any_output(work, capsys):
     code, err = _run(argv, capsys)
     _assert_one_clear_error(code, err, ["not found", "missing.png"])
     assert list((work / "out").iterdir()) == []
+
+
+def test_the_logfile_gets_warnings_and_the_error_also_when_quiet(work, capsys):
+    log = work / "run.log"
+    code, err = _run(_headless(f"--logfile={log}", "--quiet", f"--output_filename_format={work}/out/{{nickname}}",
+                               "--output_format=numpy", "--pipeline_result_drange=(0,1)", str(work / "in" / "corrupt.png")),
+                     capsys)
+    assert code == 2
+    lines = log.read_text().splitlines()
+    assert lines[-1] == err.strip().splitlines()[-1].removeprefix("hpc-ilastik: ")  # the final line, in the log too
+    assert "corrupt.png" in lines[-1] and "damaged or unreadable" in lines[-1]
+    # a warning with --quiet still reaches the log (here: a pipeline drange without an export drange is ignored)
+    assert any("--pipeline_result_drange is ignored" in line for line in lines[:-1]), lines
+
+
+def test_a_startup_error_under_mpiexec_is_printed_once(work):
+    done = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-m", "hpc_ilastik", "--headless",
+                           f"--project={work}/in/nothing.ilp", str(work / "in" / "Data_1channel.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.count("nothing.ilp does not exist") == 1, done.stderr
+
+
+def test_nan_and_inf_input_values_are_counted_in_one_warning(work, capsys):
+    image = iio.imread(API / "Data_1channel.png").astype(np.float32)
+    image[3, 4] = np.nan
+    image[100, 7:9] = np.inf
+    with h5py.File(work / "in" / "float.h5", "w") as f:
+        f["data"] = image
+    code, err = _run(_headless(f"--output_filename_format={work}/out/{{nickname}}", "--output_format=numpy",
+                               f"{work}/in/float.h5/data"), capsys)
+    assert code == 0
+    warnings = [line for line in err.splitlines() if "NaN or infinite" in line]
+    assert warnings == ["float-data: 3 input value(s) are NaN or infinite; the features around them are NaN, and "
+                        "pixels with a NaN feature get probability 0 in every class (as in ilastik)"]
+    probabilities = np.load(work / "out" / "float-data.npy")
+    assert np.all(probabilities[3, 4] == 0) and np.isfinite(probabilities).all()

@@ -12,6 +12,7 @@ import logging
 import os
 import xml.etree.ElementTree as ElementTree
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,11 @@ class _Data:
     units: PerAxis | None = None
 
 
+# What readers and decoders raise on a damaged or foreign file (PIL: SyntaxError "broken PNG file"; truncated
+# data: EOFError; codecs: RuntimeError, zlib.error)
+_DAMAGED = (OSError, ValueError, SyntaxError, EOFError, RuntimeError, KeyError, zlib.error, zipfile.BadZipFile)
+
+
 @dataclass(frozen=True)
 class Source:
     """One input dataset; `shape`/`axes` are the file's own, `read` returns tzyxc arrays."""
@@ -93,7 +99,15 @@ class Source:
             if step != 1:
                 raise ValueError("regions need step 1")
             own.append(slice(start, max(start, stop)))
-        internal = to_tzyxc(np.asarray(self._reader(tuple(own))), self.axes)
+        try:
+            values = np.asarray(self._reader(tuple(own)))
+        except UserError:
+            raise
+        except _DAMAGED as exc:
+            what = self.paths[0] if len(self.paths) == 1 else f"{self.nickname} ({len(self.paths)} files)"
+            raise UserError(f"Cannot read {what}: the file is damaged or unreadable ({type(exc).__name__}: {exc})"
+                            ) from exc
+        internal = to_tzyxc(values, self.axes)
         # Axes the file lacks have size 1: slicing them like numpy keeps read(roi) == read()[roi].
         return internal[tuple(slice(None) if key in self.axes else s for key, s in zip(INTERNAL_AXES, roi))]
 
@@ -173,6 +187,12 @@ def _per_key(axes: str, values: PerAxis | None) -> dict | None:
 # ---- paths, globs and names ----------------------------------------------------------------------
 
 
+def input_names(spec: str) -> tuple[str, str]:
+    """(nickname, dataset_dir) of an input argument, as its Source will have them, without opening it."""
+    files = resolve_files(spec)
+    return _nickname(files), os.path.dirname(files[0][0])
+
+
 def resolve_files(spec: str) -> list[tuple[str, str]]:
     """(absolute external path, internal path) for every file of an input argument, sorted as ilastik does."""
     files, missing = [], []
@@ -241,7 +261,7 @@ def _open_file(external: str, inner: str, cache: bool) -> _Data:
         if ext in _TIFF_EXTS:
             return _open_tiff(external)
         return _open_image(external, cache)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # tifffile's TiffFileError is a ValueError
+    except _DAMAGED as exc:  # tifffile's TiffFileError is a ValueError
         raise UserError(f"Cannot read {external}: {exc}") from exc
 
 

@@ -337,7 +337,8 @@ def _scale_features(
             np.sqrt(target[0], out=target[0])
         elif fid == "DifferenceOfGaussians":
             smaller = gaussian_smoothing(pre, DOG_RATIO * sigma, FEATURE_WINDOW, axes, region)
-            np.subtract(bank[zero], smaller, out=target[0])
+            with np.errstate(invalid="ignore"):  # inf − inf of an infinite input is NaN, as in ilastik
+                np.subtract(bank[zero], smaller, out=target[0])
         elif fid == "HessianOfGaussianEigenvalues":
             eigenvalues([bank[o] for o in hess_o], out=target)
 

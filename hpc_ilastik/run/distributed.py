@@ -138,13 +138,6 @@ def run_blocks(blocks: Sequence[Block] | None, process_block: Callable[[Block], 
     return _run_dynamic(costliest_first, job, comm, progress, threads)
 
 
-def share_files(files: Sequence[T] | None, process_file: Callable[[T], None], comm: Any | None = None, *,
-                progress: Progress | None = None, describe: Callable[[T], str] = lambda f: f"file {f}") -> RunStats:
-    """Run `process_file` on each file (or lane), one per rank at a time, the next to whichever rank is
-    free. Rank 0's `files` and `progress` are used; `describe` names an item in error messages."""
-    return _run_dynamic(files, _Job(process_file, None, "files", lambda _: 0, describe), comm, progress)
-
-
 def map_items(items: Sequence[T] | None, fn: Callable[[T], R], comm: Any | None = None, *, threads: int = 1,
               progress: Progress | None = None, unit: str = "items", voxels: Callable[[T], int] = lambda _: 0,
               describe: Callable[[T], str] = str) -> list[R] | None:

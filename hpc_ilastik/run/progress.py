@@ -47,20 +47,43 @@ def _format_rate(per_second: float, unit: str) -> str:
     return f"{per_second:.2f} {unit}/s"
 
 
+INTERVAL_ENV = "HPC_ILASTIK_PROGRESS_INTERVAL"  # seconds between progress lines (--progress_interval sets it)
+
+
+def default_interval(stream: TextIO) -> float:
+    """Seconds between progress lines: HPC_ILASTIK_PROGRESS_INTERVAL, else 2 on a terminal (where the line is
+    rewritten in place) and 30 in a log file (a SLURM job's output stays readable)."""
+    given = os.environ.get(INTERVAL_ENV)
+    if given is not None:
+        try:
+            return max(0.0, float(given))
+        except ValueError:
+            pass
+    return 2.0 if _is_terminal(stream) else 30.0
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 class Progress:
     """Counts finished items (computed or found already done) and writes `done/total, rate, ETA` to a
-    stream at most every `interval` seconds and once at `close()`, prefixed by `label` (e.g. the image's
-    name); silent when `quiet`.
+    stream at most every `interval` seconds (default: `default_interval`) and once at `close()`, prefixed
+    by `label` (e.g. the image's name); on a terminal the line is rewritten in place; silent when `quiet`.
 
     The rate counts only computed work (voxels when `total_voxels` is given, else items); the ETA is the
     remaining work at that rate."""
 
     def __init__(self, total: int, *, total_voxels: int | None = None, unit: str = "blocks", label: str = "",
-                 quiet: bool = False, stream: TextIO | None = None, interval: float = 2.0,
+                 quiet: bool = False, stream: TextIO | None = None, interval: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.total, self.total_voxels, self.unit, self.quiet = total, total_voxels, unit, quiet
         self.prefix = f"{label}: " if label else ""
-        self._stream, self.interval, self._clock = stream, interval, clock
+        self._stream, self._clock = stream, clock
+        self.interval = default_interval(stream or sys.stderr) if interval is None else interval
         self.done = self.skipped = self.computed = 0
         self.done_voxels = self.computed_voxels = 0
         self._start = self._last = clock()
@@ -77,11 +100,11 @@ class Progress:
         now = self._clock()
         if now - self._last >= self.interval:
             self._last = now
-            self._write(self.status(now))
+            self._write(self.status(now), final=False)
 
     def close(self) -> None:
         """Write the final line."""
-        self._write(self.status(self._clock(), final=True))
+        self._write(self.status(self._clock(), final=True), final=True)
 
     def status(self, now: float, final: bool = False) -> str:
         """The progress line at time `now`."""
@@ -101,8 +124,11 @@ class Progress:
         eta = format_duration(remaining / rate) if rate > 0 else "unknown"
         return f"{text}, {speed}, ETA {eta}"
 
-    def _write(self, line: str) -> None:
+    def _write(self, line: str, final: bool) -> None:
         if not self.quiet:
             stream = self._stream or sys.stderr
-            stream.write(line + "\n")
+            if _is_terminal(stream):  # in place: back to the line's start, the rest of the old line erased
+                stream.write("\r" + line + "\x1b[K" + ("\n" if final else ""))
+            else:
+                stream.write(line + "\n")
             stream.flush()

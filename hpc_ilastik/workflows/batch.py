@@ -4,6 +4,7 @@ run in this process or shared file by file across MPI ranks."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,14 +12,17 @@ from typing import Any
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.io.axes import INTERNAL_AXES
 from hpc_ilastik.io.formats import check_format
-from hpc_ilastik.io.inputs import Source, open_input, resolve_files
+from hpc_ilastik.io.inputs import Source, input_names, open_input, resolve_files
 from hpc_ilastik.project.common import Project
-from hpc_ilastik.run.distributed import get_comm, share_files
+from hpc_ilastik.run.distributed import PeerError, get_comm, map_items
 from hpc_ilastik.run.progress import Progress
-from hpc_ilastik.workflows.export import ExportOptions, export_options
+from hpc_ilastik.workflows.export import ExportOptions, export_options, planned_paths
 from hpc_ilastik.workflows.options import HeadlessOptions, InputOptions
 
+log = logging.getLogger(__name__)
+
 Lane = dict[str, str | None]  # role name → the input given for it (None: not given)
+FAILED_INPUTS = 3  # the exit status of a run in which some inputs failed and the others were written
 
 
 @dataclass(frozen=True)
@@ -40,16 +44,41 @@ class Batch:
 
     def for_each_lane(self, run_lane: Callable[[Lane, Any | None, bool], None]) -> None:
         """`run_lane(lane, comm, quiet)` for every lane: here, with this run's communicator for its blocks, or,
-        under mpiexec without --distributed, one lane per rank at a time (each lane then on one rank, quietly)."""
+        under mpiexec without --distributed, one lane per rank at a time (each lane then on one rank, quietly).
+
+        A lane that fails is reported (input and reason) and the others still run, unless --stop_on_error; the
+        failures are listed at the end in one UserError (exit status 3). Under --distributed only failures
+        before the blocks start (reading, checking: every rank sees them) let the run go on; an error in a
+        block ends every rank."""
         run = self.options.run
+        first = self.roles[0]
+        stop_on_error = run.stop_on_error or len(self.lanes) == 1  # one input: its own error is the message
+
+        def attempt(lane: Lane, comm: Any | None, quiet: bool) -> str | None:
+            try:
+                run_lane(lane, comm, quiet)
+            except PeerError:
+                if stop_on_error:
+                    raise
+                return "failed on rank 0"
+            except Exception as err:
+                if stop_on_error:
+                    raise
+                reason = str(err) if isinstance(err, UserError) else f"internal error: {type(err).__name__}: {err}"
+                log.error("%s: %s", lane[first], reason)
+                return reason
+            return None
+
         if self.comm is not None and not run.distributed:
-            first = self.roles[0]
-            share_files(self.lanes, lambda lane: run_lane(lane, None, True), self.comm,
-                        progress=Progress(len(self.lanes), unit="files", quiet=run.quiet),
-                        describe=lambda lane: f"file {lane[first]}")
-            return
-        for lane in self.lanes:
-            run_lane(lane, self.comm, run.quiet)
+            reasons = map_items(self.lanes, lambda lane: attempt(lane, None, True), self.comm, unit="files",
+                                progress=Progress(len(self.lanes), unit="files", quiet=run.quiet),
+                                describe=lambda lane: f"file {lane[first]}")
+        else:
+            reasons = [attempt(lane, self.comm, run.quiet) for lane in self.lanes]
+        failed = [(lane[first], why) for lane, why in zip(self.lanes, reasons or ()) if why is not None]
+        if failed and (self.comm is None or self.comm.Get_rank() == 0):
+            raise UserError(f"{len(failed)} of {len(self.lanes)} input(s) failed; the others were written:\n" +
+                            "\n".join(f"  {path}: {why}" for path, why in failed), exit_code=FAILED_INPUTS)
 
 
 def start_batch(project: Project, options: HeadlessOptions, roles: Sequence[str], sources: Mapping[str, Any]) -> Batch:
@@ -63,8 +92,21 @@ def start_batch(project: Project, options: HeadlessOptions, roles: Sequence[str]
         for spec in lane.values():
             if spec is not None:
                 resolve_files(spec)
+    _check_distinct_outputs(project, export, [lane[roles[0]] for lane in lanes])
     return Batch(options=options, roles=tuple(roles), export=export, lanes=lanes,
                  comm=get_comm(options.run.distributed))
+
+
+def _check_distinct_outputs(project: Project, export: ExportOptions, inputs: Sequence[str]) -> None:
+    """UserError, before any work, when two inputs would be written to the same file."""
+    writer_of: dict[str, str] = {}
+    for spec in inputs:
+        for path in planned_paths(project, export, *input_names(spec)) or ():
+            if path in writer_of:
+                raise UserError(f"the inputs {writer_of[path]} and {spec} would both be written to {path}: give "
+                                "--output_filename_format a placeholder that tells them apart (e.g. {nickname}, or "
+                                "{dataset_dir} for files of the same name in different folders)")
+            writer_of[path] = spec
 
 
 def role_option(role: str) -> str:

@@ -129,16 +129,31 @@ class Target:
             fingerprint=fingerprint)
 
 
+def _target_path(project: Project, options: ExportOptions, name: str, nickname: str, dataset_dir: str,
+                 region: Sequence[slice]) -> str:
+    return output_path(
+        options.filename_template, options.output_format, dataset_dir=dataset_dir, nickname=nickname,
+        result_type=name, region=region,
+        base_dir=os.getcwd() if options.template_from_cli else os.path.dirname(os.path.abspath(project.path)))
+
+
+def planned_paths(project: Project, options: ExportOptions, nickname: str, dataset_dir: str) -> list[str] | None:
+    """The output path of every export source of an input named so, known before it is opened; None when the
+    template names the exported region ({roi}, {x_start}, ...), which only the image's shape gives."""
+    one, other = (tuple(slice(0, n) for n in (1, 1, 1, 1, 1)), tuple(slice(0, n) for n in (2, 3, 4, 5, 6)))
+    paths = [_target_path(project, options, name, nickname, dataset_dir, one) for name, _ in options.sources]
+    if paths != [_target_path(project, options, name, nickname, dataset_dir, other) for name, _ in options.sources]:
+        return None
+    return paths
+
+
 def plan_target(name: str, key: Any, project: Project, source: Source, options: ExportOptions,
                 shape_tzyxc: Sequence[int], pipeline_dtype: str) -> Target:
     """The target of one export source of `shape_tzyxc` (its own channel count) computed from `source`."""
     shape = tuple(shape_tzyxc)
     region = convert.parse_cutout(options.cutout, shape) if options.cutout else tuple(slice(0, n) for n in shape)
     region_shape = tuple(s.stop - s.start for s in region)  # the cut-out may select channels too
-    path = output_path(
-        options.filename_template, options.output_format,
-        dataset_dir=source.dataset_dir, nickname=source.nickname, result_type=name, region=region,
-        base_dir=os.getcwd() if options.template_from_cli else os.path.dirname(os.path.abspath(project.path)))
+    path = _target_path(project, options, name, source.nickname, source.dataset_dir, region)
     check_not_overwriting(path, list(source.paths) + [os.path.abspath(project.path)])
     return Target(name=name, key=key, region=region,
                   out_axes=convert.output_axes(source.axes, options.axis_order, region_shape),

@@ -39,8 +39,9 @@ class RunOptions:
 
     distributed: bool = False      # one volume's blocks across MPI ranks
     block_roi: str | None = None   # --distributed_block_roi text
-    threads: int | None = None     # blocks at once in a single process; None: every core it may use
+    threads: int | None = None     # blocks at once per process (rank); None: see blockwise.thread_count
     quiet: bool = False
+    stop_on_error: bool = False    # False: a failing input is reported and the others are still processed
 
 
 @dataclass(frozen=True)

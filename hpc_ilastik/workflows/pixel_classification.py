@@ -77,10 +77,13 @@ def run_image(project: PixelClassificationProject, ensembles: list[ForestEnsembl
         target.open(options, source, block_shape, source_dtype_and_drange(target.key.kind, source.dtype)[1], comm,
                     fingerprint(project, source, options, target.name, block_shape))
     requests = [t.key for t in targets]
+    nonfinite: list[int] = []  # per block: NaN/inf values of the input in the block (halo excluded)
 
     def process(block: blk.Block) -> None:
         read, crop = blk.read_region(block, context, shape)
         raw = source.read(read)
+        if raw.dtype.kind == "f":
+            nonfinite.append(int(np.count_nonzero(~np.isfinite(raw[crop[:4]]))))
         mask_block = mask.read(read)[..., 0] if mask is not None else None
         results: list[list[np.ndarray]] = [[] for _ in targets]
         for t in range(raw.shape[0]):
@@ -103,7 +106,12 @@ def run_image(project: PixelClassificationProject, ensembles: list[ForestEnsembl
                  threads, f" on each of {comm.Get_size()} ranks" if comm is not None else "")
     progress = Progress(len(grid), unit="blocks", total_voxels=int(np.prod([s.stop - s.start for s in region[:4]])),
                         quiet=quiet, label=source.nickname)
-    return write_blocks(grid, process, targets, comm, threads, progress, read_voxels, source.nickname)
+    paths = write_blocks(grid, process, targets, comm, threads, progress, read_voxels, source.nickname)
+    found = sum(nonfinite) if comm is None else comm.reduce(sum(nonfinite), root=0)
+    if found:
+        log.warning("%s: %d input value(s) are NaN or infinite; the features around them are NaN, and pixels with a NaN "
+                    "feature get probability 0 in every class (as in ilastik)", source.nickname, found)
+    return paths
 
 
 def source_dtype_and_drange(kind: str, raw_dtype) -> tuple[str, tuple[float, float] | None]:

@@ -1,12 +1,12 @@
 """Test driver for the many-files mode: each rank takes the next file when free and writes `<file>.done`
-holding its rank; rank 0 prints the per-rank file counts as JSON. An optional 4th argument names a file
-whose processing fails."""
+holding its rank; rank 0 prints, as JSON, the rank that did each file, in the order of the files. An
+optional 4th argument names a file whose processing fails."""
 
 import json
 import sys
 import time
 
-from hpc_ilastik.run.distributed import get_comm, share_files
+from hpc_ilastik.run.distributed import get_comm, map_items
 
 
 def main() -> int:
@@ -15,17 +15,18 @@ def main() -> int:
     comm = get_comm(distributed=False)
     rank = comm.Get_rank()
 
-    def process(path: str) -> None:
+    def process(path: str) -> int:
         time.sleep(delay)
         if path.endswith(f"/{failing}"):
             raise RuntimeError("unreadable image")
         with open(path + ".done", "x") as f:  # "x": a file given out twice would fail here
             f.write(str(rank))
+        return rank
 
     files = [f"{folder}/image{i:02d}" for i in range(n_files)] if rank == 0 else None
-    stats = share_files(files, process, comm)
+    ranks = map_items(files, process, comm, unit="files", describe=lambda path: f"file {path}")
     if rank == 0:
-        print(json.dumps({"computed": [r.computed for r in stats.ranks]}))
+        print(json.dumps({"ranks": ranks}))
     return 0
 
 
