@@ -119,6 +119,17 @@ def headless_parser() -> argparse.ArgumentParser:
     g.add_argument("--logfile", metavar="FILE",
                    help="also write the log to this file: info lines, and with --quiet still the warnings and errors, "
                         "including the final error line")
+    g.add_argument("--redirect_output", metavar="FILE",
+                   help="append everything this run prints (progress, log, the final line) to FILE instead of the "
+                        "terminal, as ilastik does")
+    g.add_argument("--process_name", metavar="NAME", help="start every log line with NAME (as ilastik's log prefix)")
+    g.add_argument("--configfile", metavar="FILE",
+                   help="ilastik's settings file (ilastik.ini): its [lazyflow] threads and total_ram_mb are used where "
+                        "LAZYFLOW_THREADS / LAZYFLOW_TOTAL_RAM_MB are not set (default: ~/.config/ilastik/ilastik.ini "
+                        "when it exists)")
+    g.add_argument("--clean_paths", action="store_true",
+                   help="accepted for compatibility and ignored: ilastik drops foreign folders from PYTHONPATH to "
+                        "isolate its bundled Python; hpc-ilastik runs in the environment it was installed in")
     g.add_argument("--progress_interval", type=float, metavar="SECONDS",
                    help="seconds between progress lines (default: 2 on a terminal, where the line is rewritten in "
                         "place; 30 when stderr goes to a file, e.g. a SLURM log)")
@@ -257,14 +268,15 @@ def demo_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(debug: bool, quiet: bool, logfile: str | None = None) -> None:
+def _setup_logging(debug: bool, quiet: bool, logfile: str | None = None, process_name: str | None = None) -> None:
     from hpc_ilastik.run.progress import rank_prefix
 
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if logfile:
         handlers.append(logging.FileHandler(logfile))
-    fmt = f"{rank_prefix()}%(levelname)s %(name)s: %(message)s" if debug else f"{rank_prefix()}%(message)s"
+    prefix = rank_prefix() + (f"{process_name} " if process_name else "").replace("%", "%%")
+    fmt = f"{prefix}%(levelname)s %(name)s: %(message)s" if debug else f"{prefix}%(message)s"
     logging.basicConfig(level=level, format=fmt, handlers=handlers, force=True)
 
 
@@ -287,7 +299,15 @@ def _dispatch(argv: list[str]) -> int:
 
         return run_demo(args.output_dir, distributed=args.distributed, quiet=args.quiet)
     args = headless_parser().parse_args(_bare_readonly(argv))
-    _setup_logging(args.debug, args.quiet, args.logfile)
+    if args.redirect_output:
+        try:
+            sys.stdout = sys.stderr = open(args.redirect_output, "a", buffering=1)  # main() puts them back
+        except OSError as exc:
+            raise UserError(f"--redirect_output: cannot open {args.redirect_output}: {exc.strerror}") from None
+    _setup_logging(args.debug, args.quiet, args.logfile, args.process_name)
+    apply_ilastik_config(args.configfile)
+    if args.clean_paths:
+        log.info("--clean_paths is ignored: hpc-ilastik runs in the Python environment it was installed in")
     if args.progress_interval is not None:
         if not args.progress_interval >= 0:
             raise UserError(f"--progress_interval must be a number of seconds of at least 0, not {args.progress_interval}")
@@ -340,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()
     debug = "--debug" in argv or os.environ.get("HPC_ILASTIK_DEBUG") == "1"
     previous = interrupt.install_handlers()
+    streams = sys.stdout, sys.stderr  # --redirect_output replaces them
     try:
         return _dispatch(argv)
     except interrupt.Interrupted as stop:
@@ -366,6 +387,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         interrupt.restore_handlers(previous)
+        if sys.stderr is not streams[1]:
+            sys.stderr.close()
+            sys.stdout, sys.stderr = streams
+
+
+def apply_ilastik_config(path: str | None) -> None:
+    """ilastik's settings file (`--configfile`, else the user's ilastik.ini): `[lazyflow] threads` and
+    `total_ram_mb` become LAZYFLOW_THREADS / LAZYFLOW_TOTAL_RAM_MB where those are not set, as ilastik
+    prefers its environment variables to the file (threads -1 and total_ram_mb 0 mean unset)."""
+    import configparser
+
+    if path is not None and not os.path.isfile(path):
+        raise UserError(f"the ilastik config file {path} does not exist or is not a file")
+    home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    path = path or next((p for p in (os.path.join(home, "ilastik", "ilastik.ini"),
+                                     os.path.join(os.path.expanduser("~"), ".ilastikrc")) if os.path.isfile(p)), None)
+    if path is None:
+        return
+    config = configparser.ConfigParser()
+    try:
+        config.read(path)
+        threads = config.getint("lazyflow", "threads", fallback=-1)
+        ram = config.getint("lazyflow", "total_ram_mb", fallback=0)
+    except (configparser.Error, ValueError) as exc:
+        raise UserError(f"the ilastik config file {path} cannot be read: {exc}") from None
+    if threads != -1:
+        os.environ.setdefault("LAZYFLOW_THREADS", str(threads))
+    if ram > 0:
+        os.environ.setdefault("LAZYFLOW_TOTAL_RAM_MB", str(ram))
 
 
 def _check_tree_count(count: int | None) -> None:

@@ -121,12 +121,21 @@ def test_a_filter_on_block_plus_halo_equals_the_whole_image_result_on_the_block(
         np.testing.assert_array_equal(local[crop[1:4]], whole[block.slices[1:4]])
 
 
-def test_thread_count_honours_threads_then_lazyflow_threads_then_the_cpu_affinity(monkeypatch):
+def test_thread_count_honours_threads_then_lazyflow_threads_then_slurm_or_the_cpu_affinity(monkeypatch):
     monkeypatch.delenv("LAZYFLOW_THREADS", raising=False)
     assert thread_count(RunOptions()) == len(os.sched_getaffinity(0))
     monkeypatch.setenv("LAZYFLOW_THREADS", "3")
     assert thread_count(RunOptions()) == 3 and thread_count(RunOptions(threads=2)) == 2
-    for bad in ("0", "many"):
+    monkeypatch.setenv("LAZYFLOW_THREADS", "0")  # ilastik's "no worker threads": the caller's thread only
+    assert thread_count(RunOptions()) == 1
+    for bad in ("-2", "many"):
         monkeypatch.setenv("LAZYFLOW_THREADS", bad)
         with pytest.raises(UserError, match="LAZYFLOW_THREADS"):
             thread_count(RunOptions())
+    # one MPI rank of several: SLURM's --cpus-per-task, else one thread (a rank per core)
+    monkeypatch.delenv("LAZYFLOW_THREADS")
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert thread_count(RunOptions(), under_mpi=True) == 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
+    assert thread_count(RunOptions(), under_mpi=True) == 6 and thread_count(RunOptions(threads=2), under_mpi=True) == 2
+    assert thread_count(RunOptions()) == len(os.sched_getaffinity(0))  # a single process: its CPU affinity

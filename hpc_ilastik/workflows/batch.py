@@ -84,7 +84,7 @@ class Batch:
 def start_batch(project: Project, options: HeadlessOptions, roles: Sequence[str], sources: Mapping[str, Any]) -> Batch:
     """Check everything that can be checked before any work: export settings and format, the lanes, that
     every input exists (cheap: nothing is read), and MPI when asked for."""
-    export = export_options(project, options.export, sources)
+    export = export_options(project, options.export, sources, options.run.distributed)
     lanes = make_lanes(options.inputs, tuple(roles), project.workflow_name)
     role_axes(options.inputs, tuple(roles))
     check_format(export.output_format)

@@ -44,9 +44,9 @@ def thread_count(run: RunOptions, under_mpi: bool = False) -> int:
     for name in ("LAZYFLOW_THREADS", "SLURM_CPUS_PER_TASK") if under_mpi else ("LAZYFLOW_THREADS",):
         given = os.environ.get(name)
         if given is not None:
-            if not given.strip().isdigit() or int(given) < 1:
-                raise UserError(f"{name}={given!r} is not a thread count (a whole number of at least 1)")
-            return int(given)
+            if not given.strip().isdigit():
+                raise UserError(f"{name}={given!r} is not a thread count (a whole number)")
+            return max(1, int(given))  # ilastik's LAZYFLOW_THREADS=0: no worker threads, the caller's only
     if under_mpi:
         return 1
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -70,6 +70,26 @@ def memory_limit(workers: int) -> int:
     else:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2
     return int(total / max(workers, 1))
+
+
+def fit_block_shape(block_shape: tuple[int, ...], needs: Callable[[tuple[int, ...]], int], workers: int,
+                    run: RunOptions) -> tuple[int, ...]:
+    """The block shape made smaller (its longest spatial side halved, down to 16) until `workers` blocks at
+    once fit in ilastik's LAZYFLOW_TOTAL_RAM_MB; unchanged when that is not set or the shape was given."""
+    if run.block_roi or os.environ.get("LAZYFLOW_TOTAL_RAM_MB") is None:
+        return block_shape
+    budget = memory_limit(workers)
+    shape = list(block_shape)
+    while needs(tuple(shape)) > budget and max(shape[1:4]) > 16:
+        longest = max(range(1, 4), key=lambda axis: shape[axis])
+        shape[longest] = max(16, (shape[longest] + 1) // 2)
+    if needs(tuple(shape)) > budget:
+        log.warning("blocks of %s (tzyx) need about %.0f MiB each, more than the %.0f MiB per worker that "
+                    "LAZYFLOW_TOTAL_RAM_MB allows; going on with them", tuple(shape[:4]), needs(tuple(shape)) / 2**20,
+                    budget / 2**20)
+    elif tuple(shape) != tuple(block_shape):
+        log.info("blocks of %s (tzyx) so that %d at a time fit in LAZYFLOW_TOTAL_RAM_MB", tuple(shape[:4]), workers)
+    return tuple(shape)
 
 
 def write_blocks(grid: Sequence[blk.Block], process: Callable[[blk.Block], None], targets: Sequence[Target],

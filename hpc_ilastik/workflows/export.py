@@ -43,9 +43,11 @@ class ExportOptions:
     cutout: str | None
 
 
-def export_options(project: Project, request: ExportRequest, sources: Mapping[str, Any]) -> ExportOptions:
+def export_options(project: Project, request: ExportRequest, sources: Mapping[str, Any],
+                   distributed: bool = False) -> ExportOptions:
     """Merge the project's export settings with the command line's, ilastik's way; `sources` are the
-    workflow's export sources in ilastik's order (the first is the default)."""
+    workflow's export sources in ilastik's order (the first is the default). A `distributed` run without
+    --output_format writes N5, as ilastik's does (which writes N5 whatever the format)."""
     stored = project.export_settings
     names = ([resolve_export_source(n.strip(), list(sources)) for n in request.sources]
              if request.sources else [next(iter(sources))])
@@ -61,7 +63,8 @@ def export_options(project: Project, request: ExportRequest, sources: Mapping[st
                       tuple(None if v == -1 else v for v in stored.region_stop)])
     return ExportOptions(
         sources=tuple((name, sources[name]) for name in names),
-        output_format=(request.output_format or stored.output_format or DEFAULT_FORMAT).strip(),
+        output_format=(request.output_format or ("n5" if distributed else stored.output_format)
+                       or DEFAULT_FORMAT).strip(),
         filename_template=template,
         template_from_cli=request.filename_template is not None,
         internal_path=request.internal_path or stored.output_internal_path or "exported_data",

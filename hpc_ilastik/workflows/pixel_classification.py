@@ -29,7 +29,7 @@ from hpc_ilastik.project.pixel_classification import PIXEL_CLASSIFICATION, Pixel
 from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.progress import Progress
 from hpc_ilastik.workflows.batch import Batch, Lane, start_batch, training_image
-from hpc_ilastik.workflows.blockwise import block_shape_for, block_threads, write_blocks
+from hpc_ilastik.workflows.blockwise import block_shape_for, block_threads, fit_block_shape, write_blocks
 from hpc_ilastik.workflows.export import check_distinct_paths, fingerprint, plan_target
 from hpc_ilastik.workflows.options import HeadlessOptions, TrainingOptions
 from hpc_ilastik.workflows.workflow import Workflow
@@ -70,9 +70,11 @@ def run_image(project: PixelClassificationProject, ensembles: list[ForestEnsembl
                for name, request in options.sources]
     check_distinct_paths(targets)
     region = targets[0].region
-    block_shape = block_shape_for(batch.options.run, shape)
-    grid = blk.plan_blocks(shape, block_shape, region[:4] + (slice(0, shape[4]),))
     context = halo(stages, max(needed_stage(t.key, len(stages)) for t in targets))
+    block_shape = fit_block_shape(block_shape_for(batch.options.run, shape),
+                                  lambda shape: block_memory(shape, context, stages),
+                                  block_threads(batch.options.run, comm, None), batch.options.run)
+    grid = blk.plan_blocks(shape, block_shape, region[:4] + (slice(0, shape[4]),))
     for target in targets:
         target.open(options, source, block_shape, source_dtype_and_drange(target.key.kind, source.dtype)[1], comm,
                     fingerprint(project, source, options, target.name, block_shape))
