@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import logging
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -34,7 +36,8 @@ def start_numba_lightly() -> None:
     run after an install) the contexts are refreshed, as numba would, and numba compiles. That refresh
     imports numba.np.arraymath, whose import probes for a BLAS by importing scipy.linalg (0.2 s more): it is
     imported with the probe answering "no BLAS" (no kernel here uses one) and the real probe put back, so that
-    numba code that does use BLAS still compiles. With a numba laid out differently this does nothing."""
+    numba code that does use BLAS still compiles. The first miss of a process says, once, that kernels are
+    being compiled and where they will be cached. With a numba laid out differently this does nothing."""
     try:
         from numba.core.caching import Cache
         from numba.core.runtime import rtsys
@@ -51,11 +54,18 @@ def start_numba_lightly() -> None:
             loaded = self._load_overload(sig, target_context)
             if loaded is not None:
                 return loaded
+        if not load_overload.announced:
+            load_overload.announced = True
+            logging.getLogger("hpc_ilastik").info(
+                "compiling hpc-ilastik's kernels for this CPU (the first run after an install, or on a new kind of "
+                "CPU: up to a minute more); later runs load them from %s (NUMBA_CACHE_DIR chooses where)",
+                getattr(self, "_cache_path", None) or "numba's cache")
         _import_arraymath_without_blas_probe()
         target_context.refresh()
         return None
 
     load_overload.spares_refresh = True  # type: ignore[attr-defined]
+    load_overload.announced = False  # type: ignore[attr-defined]
     Cache.load_overload = load_overload
 
 
