@@ -75,3 +75,22 @@ def test_two_inputs_that_would_write_one_file_are_refused_before_any_work(tmp_pa
     assert main(["--headless", f"--project={PROJECT}", "--output_format=numpy", "--quiet",
                  f"--output_filename_format={tmp_path}/out/{{dataset_dir}}/{{nickname}}.npy",
                  *map(str, inputs)]) == 0
+
+
+def test_a_full_disk_stops_the_batch_at_once(tmp_path, capsys, monkeypatch):
+    """An output that cannot be written ends the batch (the next inputs would fail the same way): exit 74."""
+    import builtins
+    import errno
+
+    inputs = _inputs(tmp_path / "in")[::2]  # two good inputs
+
+    def full(path, *args, **kwargs):
+        builtins.open(path, "wb").close()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("hpc_ilastik.io.images.open", full, raising=False)
+    assert main(_args(inputs, tmp_path / "out")) == 74
+    err = capsys.readouterr().err
+    assert err.count("No space left on device") == 1 and "input(s) failed" not in err
+    assert f"cannot write {tmp_path}/out/a.npy" in err and "c.npy" not in err
+    assert list((tmp_path / "out").iterdir()) == []  # no temporary file left either

@@ -7,6 +7,8 @@
   file exists, the dataset is copied into it replacing only the dataset at the internal path (ilastik
   opens outputs in append mode and keeps the file's other datasets; that copy is not atomic).
 * N5, zarr and OME-Zarr stream chunk-aligned blocks into the output itself (`streaming`).
+* A write the operating system refuses (disk full, quota, read-only, I/O error) ends the run with one line
+  naming the output and exit code 74 (`writers.reporting_write_errors`).
 
 Facts: ilastik-spec.md §2.6 (ilastik's `opExportSlot.py` `FormatValidity`, `ioOperators.py`,
 `opExportMultipageTiff.py`, `write_ome_zarr.py`).
@@ -48,14 +50,11 @@ def open_writer(fmt: str, path: str, *, internal_path: str = "exported_data", sh
         chunks = chunk_shape(shape, axes, chunks, dtype, 1_024_000 if "OME" in name else 512_000)
         common = dict(path=path, shape=shape, dtype=dtype, axes=axes, chunks=chunks, drange=drange,
                       resolutions=resolutions, units=units, ranks=ranks, fingerprint=fingerprint)
-        try:
-            if name.endswith("n5"):
-                return N5Writer(internal_path=internal_path, compress=name.startswith("compressed"), **common)
-            if name == "zarr":
-                return ZarrWriter(internal_path=internal_path, **common)
-            return OmeZarrWriter(multiscale=name.startswith("multi"), offset=offset, **common)
-        except OSError as exc:  # e.g. a file where the container's folder should be
-            raise UserError(f"cannot create the output {path}: {exc.strerror or exc}.") from exc
+        if name.endswith("n5"):
+            return N5Writer(internal_path=internal_path, compress=name.startswith("compressed"), **common)
+        if name == "zarr":
+            return ZarrWriter(internal_path=internal_path, **common)
+        return OmeZarrWriter(multiscale=name.startswith("multi"), offset=offset, **common)
     if ranks is not None and ranks.size > 1:
         raise UserError(f"format {name} cannot be written by several MPI ranks; use n5, zarr or OME-Zarr.")
     if os.path.isdir(path):

@@ -1,7 +1,10 @@
 """Streaming formats (N5, zarr, OME-Zarr): blocks go straight into the output, written by one process or
 by several MPI ranks together (rank 0 creates the output, the others open it). An output that records
 the fingerprint of the command writing it resumes: written chunks are kept and `block_done` tells which
-blocks a rerun may skip; without a fingerprint `abort()` removes what was created.
+blocks a rerun may skip; without a fingerprint `abort()` removes what was created. A write that fails in the
+operating system (disk full, ...) is one `UserError` naming the output, raised on every rank when it happens
+on rank 0 while creating or finishing the output; chunks are written whole or not at all, so the same command
+resumes once the cause is fixed.
 
 Facts: ilastik-spec.md §2.6 (ilastik's N5 export, `write_ome_zarr.py`).
 """
@@ -22,7 +25,7 @@ from hpc_ilastik.errors import UserError
 from hpc_ilastik.io.axes import make_axistags
 from hpc_ilastik.io.n5 import N5Dataset, create_n5_dataset, open_n5_dataset, read_n5_attributes
 from hpc_ilastik.io.resume import COMPLETE_KEY, check_resume, run_attributes
-from hpc_ilastik.io.writers import Writer, ilastik_chunks
+from hpc_ilastik.io.writers import Writer, ilastik_chunks, reporting_write_errors
 
 if TYPE_CHECKING:
     import zarr
@@ -67,29 +70,43 @@ class StreamingWriter(Writer):
         else:
             ranks.on_root(self._start)
         if not self._root:
-            self._open()
+            with self._reporting():
+                self._open()
+
+    def _reporting(self):
+        """`reporting_write_errors` for this output, telling that a rerun resumes it when it does."""
+        resumes = "; run the same command again to resume once that is fixed" if self._fingerprint is not None else ""
+        return reporting_write_errors(self.path, advice=resumes)
 
     def _start(self) -> None:
         """Rank 0: start the output, or resume it when it records the same fingerprint."""
-        existing = self._existing_attributes()
-        resume = self._fingerprint is not None and check_resume(existing, self._fingerprint, self.path)
-        if existing is not None and not resume:
-            self._remove_existing()
-        self._create(resume)
-        if self._fingerprint is not None:
-            self._set_attributes(run_attributes(self._fingerprint, complete=False))
+        with self._reporting():
+            existing = self._existing_attributes()
+            resume = self._fingerprint is not None and check_resume(existing, self._fingerprint, self.path)
+            if existing is not None and not resume:
+                self._remove_existing()
+            self._create(resume)
+            if self._fingerprint is not None:
+                self._set_attributes(run_attributes(self._fingerprint, complete=False))
 
     def write(self, slices: Sequence[slice], data: np.ndarray) -> None:
-        self._write(tuple(slices), data)
+        with self._reporting():
+            self._write(tuple(slices), data)
 
     def block_done(self, slices: Sequence[slice]) -> bool:
         region = self._storage_slices(tuple(slices))
         return all(self._chunk_exists(index) for index in _grid_indices(region, self._chunks))
 
     def close(self) -> None:
-        if self._ranks is not None:
+        if self._ranks is None:
+            self._commit()
+        else:
             self._ranks.barrier()
-        if self._root:
+            self._ranks.on_root(self._commit)  # a failure there ends every rank, not rank 0 alone
+
+    def _commit(self) -> None:
+        """Rank 0, every block written: finish the output, then mark it complete."""
+        with self._reporting():
             self._finish()
             if self._fingerprint is not None:
                 self._set_attributes({COMPLETE_KEY: True})

@@ -5,16 +5,25 @@ A writer takes blocks in any order, then commits (`close`) or discards (`abort`)
 dataset at the internal path, as ilastik appends). Whole-image formats buffer the image (in memory, or
 beyond `memory_limit` in a memory-mapped file beside the output) and write every file of the format to
 temporary names renamed into place: a failed or aborted export leaves no output file.
+
+A write that fails in the operating system (disk full, quota, read-only, I/O error) is one `UserError`
+naming the output, exit code `EXIT_WRITE_FAILED`, from `reporting_write_errors`, which every writer uses.
+HDF5 needs care: a close that cannot flush its cache leaves h5py's objects half-closed and the next close
+(at the latest at exit) crashes the process, so writers flush first and discard a failed file's cache
+(`_close_discarding`).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import posixpath
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 
 import h5py
 import numpy as np
@@ -23,6 +32,10 @@ from hpc_ilastik.errors import UserError
 from hpc_ilastik.io.axes import make_axistags
 
 MEMORY_LIMIT = 1 << 30  # whole-image formats buffer up to this many bytes in memory, more in a memmap
+EXIT_WRITE_FAILED = 74  # sysexits.h's EX_IOERR: the output could not be written (a usage error exits 2)
+_HDF5_ERRORS = (OSError, RuntimeError)  # h5py raises RuntimeError for some failed HDF5 calls (a close that cannot flush)
+_ERRNO_IN_TEXT = re.compile(r"errno = (\d+)")  # how HDF5 names the errno of a failed system call
+_SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")  # numpy's tofile (np.save, tifffile): no errno
 
 
 class Writer:
@@ -62,12 +75,22 @@ class WholeImageWriter(Writer):
         self.path = path
         self._files = files
         self._spill: str | None = None
-        if math.prod(shape) * dtype.itemsize <= memory_limit:
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes <= memory_limit:
             self._buffer = np.zeros(shape, dtype)
-        else:
-            handle, self._spill = tempfile.mkstemp(prefix=".hpc-ilastik-buffer-", dir=os.path.dirname(os.path.abspath(path)))
-            os.close(handle)
-            self._buffer = np.memmap(self._spill, dtype=dtype, mode="w+", shape=shape)
+            return
+        try:
+            with reporting_write_errors(path):
+                handle, self._spill = tempfile.mkstemp(prefix=".hpc-ilastik-buffer-",
+                                                       dir=os.path.dirname(os.path.abspath(path)))
+                try:
+                    _reserve(handle, nbytes)
+                finally:
+                    os.close(handle)
+                self._buffer = np.memmap(self._spill, dtype=dtype, mode="r+", shape=shape)
+        except BaseException:
+            self._release()
+            raise
 
     def write(self, slices: Sequence[slice], data: np.ndarray) -> None:
         self._buffer[tuple(slices)] = data
@@ -77,18 +100,17 @@ class WholeImageWriter(Writer):
         try:
             for final, save in self._files(self._buffer):
                 staged.append((temp_name(final), final))
-                save(staged[-1][0])
+                with reporting_write_errors(final):  # while the temporary file is there: a short write is judged
+                    save(staged[-1][0])                # by the space left
             for temp, final in staged:
-                os.replace(temp, final)
-        except BaseException as exc:
+                with reporting_write_errors(final):
+                    os.replace(temp, final)
+        except BaseException:
             for temp, _ in staged:
                 remove_file(temp)
-            self._release()
-            if isinstance(exc, OSError):
-                raise UserError(f"cannot write the output {staged[-1][1] if staged else self.path}: "
-                                f"{exc.strerror or exc}.") from exc
             raise
-        self._release()
+        finally:
+            self._release()
 
     def abort(self) -> None:
         self._release()
@@ -114,31 +136,41 @@ class HDF5Writer(Writer):
             raise UserError(f"the output goes into the existing file {path}, which is not an HDF5 file; remove it "
                             "or choose another --output_filename_format.")
         self._temp = temp_name(path)
-        self._file = h5py.File(self._temp, "w")
+        self._file: h5py.File | None = None
         try:
-            options = {"compression": "gzip", "compression_opts": 1} if compress else {}
-            self._dataset = self._file.create_dataset(
-                self._internal, shape=shape, dtype=dtype, chunks=ilastik_chunks(shape, axes, dtype, 512_000), **options)
-            _describe_hdf5(self._dataset, axes, drange, resolutions, units)
+            with reporting_write_errors(path, _HDF5_ERRORS):
+                self._file = h5py.File(self._temp, "w")
+                options = {"compression": "gzip", "compression_opts": 1} if compress else {}
+                self._dataset = self._file.create_dataset(
+                    self._internal, shape=shape, dtype=dtype, chunks=ilastik_chunks(shape, axes, dtype, 512_000),
+                    **options)
+                _describe_hdf5(self._dataset, axes, drange, resolutions, units)
         except BaseException:
             self.abort()
             raise
 
     def write(self, slices: Sequence[slice], data: np.ndarray) -> None:
-        self._dataset[tuple(slices)] = data
+        with reporting_write_errors(self.path, _HDF5_ERRORS):
+            self._dataset[tuple(slices)] = data
 
     def close(self) -> None:
-        self._file.close()
-        if not os.path.exists(self.path):
-            os.replace(self._temp, self.path)
-            return
         try:
-            _copy_dataset(self._temp, self.path, self._internal)
+            with reporting_write_errors(self.path, _HDF5_ERRORS):
+                self._file.flush()  # a full disk shows here, while the file can still be discarded safely
+                file, self._file = self._file, None  # flushed: the close has nothing left to write
+                file.close()
+                if not os.path.exists(self.path):
+                    os.replace(self._temp, self.path)
+                    return
+            with reporting_write_errors(self.path, _HDF5_ERRORS, "; the existing file may be damaged"):
+                _copy_dataset(self._temp, self.path, self._internal)
         finally:
-            remove_file(self._temp)
+            self.abort()  # the temporary file goes; after a failure with the file's unwritten cache
 
     def abort(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            _close_discarding(self._file)
+            self._file = None
         remove_file(self._temp)
 
 
@@ -160,15 +192,99 @@ def _copy_dataset(source_file: str, target_file: str, internal: str) -> None:
     except OSError as exc:
         raise UserError(f"cannot add the dataset '{internal}' to the existing file {target_file} "
                         f"(not a writable HDF5 file?): {exc}") from exc
-    with target, h5py.File(source_file, "r") as source:
-        if internal in target:
-            del target[internal]
-        parent = posixpath.dirname(internal)
-        group = target.require_group(parent) if parent else target
-        source.copy(source[internal], group, name=posixpath.basename(internal))
+    try:
+        with h5py.File(source_file, "r") as source:
+            if internal in target:
+                del target[internal]
+            parent = posixpath.dirname(internal)
+            group = target.require_group(parent) if parent else target
+            source.copy(source[internal], group, name=posixpath.basename(internal))
+        target.flush()
+    except BaseException:
+        _close_discarding(target)
+        raise
+    target.close()
+
+
+def _close_discarding(file: h5py.File) -> None:
+    """Close an HDF5 file whose cached writes are not wanted (or cannot be written: disk full). They go to an
+    anonymous scratch file instead, so the close succeeds: an HDF5 close that fails leaves h5py's objects
+    half-closed, and closing them again, at the latest when the interpreter exits, crashes the process.
+    A failed flush can leave HDF5's metadata cache mid-flush (its skip list on), which makes the close fail;
+    a flush that fails on that state resets it, so flush (into the scratch file) until one succeeds."""
+    if not file.id.valid:
+        return
+    scratch = _scratch_descriptor()
+    try:
+        os.dup2(scratch, file.id.get_vfd_handle())  # the default (sec2) driver's file descriptor
+    finally:
+        os.close(scratch)
+    for _ in range(3):
+        with suppress(*_HDF5_ERRORS):
+            file.flush()
+            break
+    file.close()
+
+
+def _scratch_descriptor() -> int:
+    """A descriptor of an anonymous file that takes writes, seeks and truncation, in memory where possible."""
+    if hasattr(os, "memfd_create"):  # Linux
+        return os.memfd_create("hpc-ilastik-discarded")
+    with tempfile.TemporaryFile() as scratch:
+        return os.dup(scratch.fileno())
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
+
+
+@contextmanager
+def reporting_write_errors(path: str, errors: tuple[type[BaseException], ...] = (OSError,),
+                           advice: str = "") -> Iterator[None]:
+    """Inside, an error of `errors` (the operating system's: disk full, quota, read-only, I/O) becomes the one
+    line `write_error(path, ...)`."""
+    try:
+        yield
+    except errors as exc:
+        raise write_error(path, exc, advice) from exc
+
+
+def write_error(path: str, exc: BaseException, advice: str = "") -> UserError:
+    """'cannot write PATH: <the system's reason>' + `advice`, exit code EXIT_WRITE_FAILED."""
+    return UserError(f"cannot write {path}: {_reason(path, exc)}{advice}", EXIT_WRITE_FAILED)
+
+
+def _reason(path: str, exc: BaseException) -> str:
+    """The errno's text (HDF5 gives it inside its message); for a short write without one, whether the disk is full."""
+    text = " ".join(str(exc).split())
+    code = getattr(exc, "errno", None)
+    if code is None and (found := _ERRNO_IN_TEXT.search(text)):
+        code = int(found.group(1))
+    if code:
+        return os.strerror(code)
+    if short := _SHORT_WRITE.search(text):
+        requested, written = map(int, short.groups())
+        if _free_bytes(os.path.dirname(os.path.abspath(path))) < requested - written:
+            return os.strerror(errno.ENOSPC)
+        return f"only {written} of {requested} bytes were written"
+    return text
+
+
+def _free_bytes(directory: str) -> float:
+    """Bytes an unprivileged writer may still use on the file system of `directory` (inf if unknown)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return math.inf
+    return st.f_bavail * st.f_frsize
+
+
+def _reserve(handle: int, nbytes: int) -> None:
+    """Give the open file `nbytes` of disk space now (an error if there is none): a memory-mapped page that the disk
+    has no room for ends the process with SIGBUS when it is written."""
+    if hasattr(os, "posix_fallocate"):  # not on macOS
+        os.posix_fallocate(handle, 0, nbytes)
+    else:
+        os.ftruncate(handle, nbytes)
 
 
 def ilastik_chunks(shape: Sequence[int], axes: str, dtype: np.dtype, target_bytes: int) -> tuple[int, ...]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
-import os
 import sys
 from typing import Any, NoReturn
 

@@ -13,6 +13,7 @@ from hpc_ilastik.errors import UserError
 from hpc_ilastik.io.axes import INTERNAL_AXES
 from hpc_ilastik.io.formats import check_format
 from hpc_ilastik.io.inputs import Source, input_names, open_input, resolve_files
+from hpc_ilastik.io.writers import EXIT_WRITE_FAILED
 from hpc_ilastik.project.common import Project
 from hpc_ilastik.run.distributed import PeerError, get_comm, map_items
 from hpc_ilastik.run.progress import Progress
@@ -46,8 +47,8 @@ class Batch:
         """`run_lane(lane, comm, quiet)` for every lane: here, with this run's communicator for its blocks, or,
         under mpiexec without --distributed, one lane per rank at a time (each lane then on one rank, quietly).
 
-        A lane that fails is reported (input and reason) and the others still run, unless --stop_on_error; the
-        failures are listed at the end in one UserError (exit status 3). Under --distributed only failures
+        A lane that fails is reported (input and reason) and the others still run, unless --stop_on_error or an
+        output cannot be written (disk full); the failures are listed at the end in one UserError (exit status 3). Under --distributed only failures
         before the blocks start (reading, checking: every rank sees them) let the run go on; an error in a
         block ends every rank."""
         run = self.options.run
@@ -62,8 +63,8 @@ class Batch:
                     raise
                 return "failed on rank 0"
             except Exception as err:
-                if stop_on_error:
-                    raise
+                if stop_on_error or getattr(err, "exit_code", None) == EXIT_WRITE_FAILED:
+                    raise  # an output that cannot be written (disk full, quota): the next would fail as well
                 reason = str(err) if isinstance(err, UserError) else f"internal error: {type(err).__name__}: {err}"
                 log.error("%s: %s", lane[first], reason)
                 return reason

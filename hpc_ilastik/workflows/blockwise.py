@@ -104,8 +104,13 @@ def write_blocks(grid: Sequence[blk.Block], process: Callable[[blk.Block], None]
         for target in targets:
             target.writer.abort()
         raise
-    for target in targets:
-        target.writer.close()
+    for index, target in enumerate(targets):
+        try:
+            target.writer.close()
+        except BaseException:
+            for later in targets[index + 1:]:  # never left open: HDF5 would close them at exit, onto a full disk
+                later.writer.abort()
+            raise
         if comm is None or comm.Get_rank() == 0:
             log.info("%s: %s written to %s", nickname, target.name, target.path)
     return [t.path for t in targets]
