@@ -101,8 +101,6 @@ class Source:
             own.append(slice(start, max(start, stop)))
         try:
             values = np.asarray(self._reader(tuple(own)))
-        except UserError:
-            raise
         except _DAMAGED as exc:
             what = self.paths[0] if len(self.paths) == 1 else f"{self.nickname} ({len(self.paths)} files)"
             raise UserError(f"Cannot read {what}: the file is damaged or unreadable ({type(exc).__name__}: {exc})"
