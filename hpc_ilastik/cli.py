@@ -95,6 +95,9 @@ _ROLES = (
     ("Segmentation Image", "SEGMENTATION", "Object Classification from a binary image: objects are its connected "
                                            "components of equal non-zero value"),
     ("Label Image", "LABELS", "Object Classification from a label image: every non-zero id is one object"),
+    ("Probabilities", "PROBABILITIES", "Multicut: the boundary probability map to segment (required)"),
+    ("Superpixels", "SUPERPIXELS", "Multicut: superpixels to use as they are instead of the project's watershed"),
+    ("Groundtruth", "GROUNDTRUTH", "Multicut: accepted as ilastik accepts it (it only serves training in the GUI)"),
 )
 
 
@@ -268,11 +271,24 @@ def demo_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Logs to whatever sys.stderr is when a record is written (--redirect_output, a test's capture), not to the
+    stream of the moment the handler was made, which may be closed by then."""
+
+    @property
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _setup_logging(debug: bool, quiet: bool, logfile: str | None = None, process_name: str | None = None) -> None:
     from hpc_ilastik.run.progress import rank_prefix
 
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [_StderrHandler()]
     if logfile:
         handlers.append(logging.FileHandler(logfile))
     prefix = rank_prefix() + (f"{process_name} " if process_name else "").replace("%", "%%")

@@ -16,6 +16,7 @@ LEVELS = [
     {"forest"},
     {"pixel"},
     {"objects", "density"},
+    {"graphs"},
     {"project"},
     {"workflows"},
     {"train"},

@@ -24,8 +24,8 @@ PIXEL = [
 ]
 AUTOCONTEXT = ["Autocontext2d3c.ilp", "Autocontext5t2d1c.ilp", "api/Autocontext_2D.ilp", "notebooks/ac.ilp"]
 OTHER_WORKFLOWS = {
-    "Boundary-basedSegmentationwMulticut3d.ilp": "Edge Training With Multicut",
     "TrackingwLearning5t2d1c_wBin.ilp": "Structured Learning Tracking Workflow from binary image",
+    "TrackingwLearning5t2d_wPred.ilp": "Structured Learning Tracking Workflow from prediction image",
 }
 
 
@@ -75,6 +75,39 @@ def test_label_names_and_classifier_of_named_fixtures(fixtures_dir):
     assert no_classifier.stages[0].labels(0) == []
     no_data = open_project(str(fixtures_dir / "api" / "PixelClassNoData.ilp"))
     assert no_data.lanes == [] and no_data.stages[0].label_names == [] and no_data.stages[0].classifier is None
+
+
+def test_multicut_projects_old_and_new_parameter_names(fixtures_dir, tmp_path, caplog):
+    """ilastik 1.2's watershed names are ignored (defaults, said once), 1.4's are read; the edge forest, its
+    columns, the edge labels and the superpixels ilastik cached are read."""
+    import shutil
+
+    import h5py
+
+    old = open_project(str(fixtures_dir / "Boundary-basedSegmentationwMulticut3d2c.ilp"))
+    assert "ilastik 1.2's names (Pmin" in caplog.text
+    assert (old.watershed.threshold, old.watershed.min_size, old.watershed.sigma, old.watershed.alpha) == (0.5, 100, 3, 0.9)
+    assert old.watershed.channels == (1,) and old.watershed.blockwise is False and old.solver_name == "Nifty_FmGreedy"
+    assert old.train_forest and len(old.classifier.forests) == 8 and old.classifier.n_features == 135
+    assert old.classifier_features[0] == "Raw Data-0 edgeregion_edge_area" and len(old.classifier_features) == 135
+    assert list(old.feature_names) == ["Probabilities-0", "Probabilities-1", "Raw Data-0", "Raw Data-1"]
+    pairs, labels = old.edge_labels[0]
+    assert pairs.shape == (7, 2) and labels.tolist() == [2, 2, 1, 1, 2, 2, 2]
+    cached = old.cached_superpixels(0)
+    assert cached.shape == (1, 50, 60, 55) and cached.dtype == np.uint32 and np.all(np.isin(pairs, cached))
+    new = tmp_path / "new.ilp"
+    shutil.copy(fixtures_dir / "Boundary-basedSegmentationwMulticut3d2c.ilp", new)
+    with h5py.File(new, "r+") as f:
+        for name, value in (("Threshold", 0.6), ("MinSize", 7), ("Sigma", 1.1), ("Alpha", 0.4),
+                            ("BlockwiseWatershed", True), ("PixelPitch", np.array([2.0, 1.0, 1.0]))):
+            f["DT Watershed"][name] = value
+        f["Training and Multicut/TrainRandomForest"] = False
+        f["Training and Multicut/ProbabilityThreshold"] = 0.3
+    read = open_project(str(new))
+    assert (read.watershed.threshold, read.watershed.min_size, read.watershed.sigma, read.watershed.alpha) == (
+        0.6, 7, 1.1, 0.4)
+    assert read.watershed.blockwise and read.watershed.pixel_pitch == (2.0, 1.0, 1.0)
+    assert not read.train_forest and read.probability_threshold == 0.3
 
 
 @pytest.mark.parametrize("name, workflow", sorted(OTHER_WORKFLOWS.items()))

@@ -35,7 +35,7 @@ def _update_scatter(scatter: np.ndarray, diff: np.ndarray, weight: float) -> Non
 
 
 @njit(cache=True, nogil=True)
-def _first_pass(values, coords, sums, m2, vmin, vmax, data_scatter, coord_sum, coord_scatter, cmin, cmax):
+def first_pass(values, coords, sums, m2, vmin, vmax, data_scatter, coord_sum, coord_scatter, cmin, cmax):
     n_channels, n_dims = values.shape[1], coords.shape[1]
     diff = np.empty(n_channels)
     cdiff = np.empty(n_dims)
@@ -67,7 +67,7 @@ def _first_pass(values, coords, sums, m2, vmin, vmax, data_scatter, coord_sum, c
 
 
 @njit(cache=True, nogil=True)
-def _second_pass(values, sums, count, m3, m4, histogram, outliers, offset, scale):
+def second_pass(values, sums, count, m3, m4, histogram, outliers, offset, scale):
     n_channels = values.shape[1]
     bins = histogram.shape[0]
     for p in range(values.shape[0]):
@@ -134,7 +134,7 @@ class RegionStatistics:
     def quantiles(self) -> np.ndarray:
         """vigra's StandardQuantiles from the histogram (first channel), the region's min and max at the ends."""
         offset, scale = self.histogram_mapping
-        return _quantiles(self.histogram, self.outliers, float(self.minimum[0]), float(self.maximum[0]), self.count,
+        return standard_quantiles(self.histogram, self.outliers, float(self.minimum[0]), float(self.maximum[0]), self.count,
                           scale, offset)
 
 
@@ -150,16 +150,16 @@ def region_statistics(values: np.ndarray, coords: np.ndarray,
     coord_scatter = np.zeros(n_dims * (n_dims + 1) // 2)
     values = np.ascontiguousarray(values, dtype=np.float32)
     coords = np.ascontiguousarray(coords, dtype=np.int64)
-    _first_pass(values, coords, sums, m2, vmin, vmax, data_scatter, coord_sum, coord_scatter, cmin, cmax)
+    first_pass(values, coords, sums, m2, vmin, vmax, data_scatter, coord_sum, coord_scatter, cmin, cmax)
     histogram = np.zeros(HISTOGRAM_BINS if histogram_range is not None else 0)
     outliers = np.zeros(2)
-    offset, scale = _histogram_mapping(*(histogram_range or (0.0, 1.0)))
-    _second_pass(values, sums, float(len(values)), m3, m4, histogram, outliers, offset, scale)
+    offset, scale = histogram_mapping(*(histogram_range or (0.0, 1.0)))
+    second_pass(values, sums, float(len(values)), m3, m4, histogram, outliers, offset, scale)
     return RegionStatistics(float(len(values)), sums, m2, m3, m4, vmin, vmax, data_scatter, coord_sum, coord_scatter,
                             cmin, cmax, histogram, outliers, (offset, scale))
 
 
-def _histogram_mapping(lo: float, hi: float) -> tuple[float, float]:
+def histogram_mapping(lo: float, hi: float) -> tuple[float, float]:
     """vigra's RangeHistogramBase::setMinMax: (offset, scale); an empty range is widened by 64 ulp of 1."""
     lo, hi = float(lo), float(hi)
     if hi == lo:
@@ -178,7 +178,8 @@ def _full(flat: np.ndarray, size: int) -> np.ndarray:
     return matrix
 
 
-def _quantiles(histogram: np.ndarray, outliers: np.ndarray, minimum: float, maximum: float, count: float,
+@njit(cache=True, nogil=True)
+def standard_quantiles(histogram: np.ndarray, outliers: np.ndarray, minimum: float, maximum: float, count: float,
                scale: float, offset: float) -> np.ndarray:
     """vigra's RangeHistogramBase::computeStandardQuantiles."""
     size = len(histogram)

@@ -160,9 +160,10 @@ def _read_label_block(block: h5py.Dataset, source: _LabelSource,
     return read_label_block(block, _saved_label_axes(source, lane_index, block), source.project_path)
 
 
-def read_label_block(block: h5py.Dataset, axes: str, project_path: str) -> tuple[tuple[slice, ...], np.ndarray]:
+def read_label_block(block: h5py.Dataset, axes: str, project_path: str,
+                     dtype: np.dtype = np.uint8) -> tuple[tuple[slice, ...], np.ndarray]:
     """A stored label block (`blockSlice` attribute, data in `axes` order, c optional) as (tzyxc slices,
-    uint8 tzyxc labels)."""
+    tzyxc labels of `dtype`)."""
     text = block.attrs.get("blockSlice", b"")
     text = text.decode() if isinstance(text, bytes) else str(text)
     match = _BLOCK_SLICE.match(text.replace(" ", ""))
@@ -178,4 +179,4 @@ def read_label_block(block: h5py.Dataset, axes: str, project_path: str) -> tuple
                         f"{text} and the image axes '{axes}'; the project is damaged.")
     by_axis = dict(zip(axes, bounds))
     slices = tuple(slice(*by_axis.get(key, (0, 1))) for key in INTERNAL_AXES)
-    return slices, np.ascontiguousarray(to_tzyxc(data.astype(np.uint8, copy=False), axes))
+    return slices, np.ascontiguousarray(to_tzyxc(data.astype(dtype, copy=False), axes))

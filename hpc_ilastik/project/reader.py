@@ -10,6 +10,7 @@ import h5py
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.project.common import Project, damage_is_user_error, open_ilp, read_common
 from hpc_ilastik.project.counting import COUNTING, read_counting
+from hpc_ilastik.project.multicut import MULTICUT, read_multicut
 from hpc_ilastik.project.object_classification import WORKFLOWS as OBJECT_CLASSIFICATION
 from hpc_ilastik.project.object_classification import read_object_classification
 from hpc_ilastik.project.pixel_classification import AUTOCONTEXT, PIXEL_CLASSIFICATION, read_pixel_classification
@@ -20,8 +21,10 @@ _READERS: dict[str, Callable[[h5py.File, Project], Project]] = {
     AUTOCONTEXT: read_pixel_classification,
     **{name: read_object_classification for name in OBJECT_CLASSIFICATION},
     COUNTING: read_counting,
+    MULTICUT: read_multicut,
 }
-_SUPPORTED = f"{PIXEL_CLASSIFICATION}, Autocontext ({AUTOCONTEXT}), Object Classification (every variant), {COUNTING}"
+_SUPPORTED = (f"{PIXEL_CLASSIFICATION}, Autocontext ({AUTOCONTEXT}), Object Classification (every variant), {COUNTING}, "
+              f"Multicut ({MULTICUT})")
 
 
 def open_project(path: str) -> Project:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.project.reader import open_project
-from hpc_ilastik.workflows import autocontext, counting, object_classification, pixel_classification
+from hpc_ilastik.workflows import autocontext, counting, multicut, object_classification, pixel_classification
 from hpc_ilastik.workflows.options import HeadlessOptions
 from hpc_ilastik.workflows.workflow import Workflow
 
 WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (
-    pixel_classification.WORKFLOW, autocontext.WORKFLOW, counting.WORKFLOW,
+    pixel_classification.WORKFLOW, autocontext.WORKFLOW, counting.WORKFLOW, multicut.WORKFLOW,
     *object_classification.WORKFLOWS_BY_NAME.values())}
 # export options of one kind of workflow: option → (its spelling, the workflows that take it)
 _SPECIFIC = {

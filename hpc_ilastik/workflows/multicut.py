@@ -1,0 +1,235 @@
+"""Edge Training With Multicut headless ("Boundary-based Segmentation with Multicut"; ilastik-workflows-spec.md
+§C): per image, superpixels (the project's distance-transform watershed of the boundary channels, or
+--superpixels as given), the region adjacency graph and ilastikrag's edge features, P(cut) of every edge
+from the project's edge forest (or the normalised mean boundary when the project trains none), ilastik's
+costs, a multicut by the project's solver, and the superpixels relabelled by it as "Multicut Segmentation"."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+
+from hpc_ilastik.errors import UserError
+from hpc_ilastik.forest.ensemble import ForestEnsemble
+from hpc_ilastik.forest.training import DEFAULT_TREE_COUNT, train_forests
+from hpc_ilastik.graphs.costs import edge_costs, normalized
+from hpc_ilastik.graphs.edge_features import edge_feature_matrix
+from hpc_ilastik.graphs.multicut import MulticutSolution, solve_multicut
+from hpc_ilastik.graphs.training import MERGE, SPLIT, labelled_edges
+from hpc_ilastik.graphs.watershed import boundary_map, wsdt_superpixels
+from hpc_ilastik.io.inputs import Source
+from hpc_ilastik.project.multicut import MULTICUT, MulticutProject
+from hpc_ilastik.run import blocks as blk
+from hpc_ilastik.run.progress import Progress
+from hpc_ilastik.workflows.batch import Batch, Lane, start_batch, training_image
+from hpc_ilastik.workflows.blockwise import block_shape_for, block_threads, write_blocks
+from hpc_ilastik.workflows.export import check_distinct_paths, fingerprint, plan_target
+from hpc_ilastik.workflows.options import HeadlessOptions, RunOptions, TrainingOptions
+from hpc_ilastik.workflows.workflow import Workflow
+
+log = logging.getLogger(__name__)
+
+ROLES = ("Raw Data", "Probabilities", "Superpixels", "Groundtruth")
+SEGMENTATION = "Multicut Segmentation"
+BOUNDARY_CHANNEL = "wsdt boundary channel"  # ilastik's name of the watershed's input among the voxel channels
+MEAN = "standard_edge_mean"                 # the edge feature that stands in for P(cut) without a forest
+
+EdgeClassifier = tuple[ForestEnsemble, list[str]]  # the forest and the feature columns it was trained on
+
+
+def run(project: MulticutProject, options: HeadlessOptions) -> None:
+    """Segment every input as ilastik --headless does."""
+    if options.run.distributed:
+        raise UserError("--distributed is not available for Multicut projects yet: run one process per image "
+                        "(several inputs under mpiexec without --distributed are shared file by file)")
+    batch = start_batch(project, options, ROLES, {SEGMENTATION: SEGMENTATION})
+    missing = [lane[ROLES[0]] for lane in batch.lanes if lane["Probabilities"] is None]
+    if missing:
+        raise UserError(f"the Multicut workflow segments a boundary probability map: give --probabilities with one "
+                        f"map per --raw_data input (none for {missing[0]})")
+    classifier = edge_classifier(project, options.training, options.run)
+
+    def run_lane(lane: Lane, comm, quiet: bool) -> None:
+        run_image(project, classifier, batch.open_lane(lane), batch, quiet)
+
+    batch.for_each_lane(run_lane)
+
+
+def edge_classifier(project: MulticutProject, training: TrainingOptions, run: RunOptions) -> EdgeClassifier | None:
+    """The edge forest and its feature columns: the project's, or trained (seeded) on its stored edge labels
+    when it has none or with --retrain; None when the project trains no forest."""
+    if not project.train_forest:
+        return None
+    asked = training.retrain or training.tree_count is not None
+    if project.classifier is not None and not asked:
+        return project.classifier, project.classifier_features
+    X, y, columns = _training_rows(project, run)
+    if not len(y):
+        raise UserError(f"the project {project.path} has neither a trained edge classifier nor edge labels to train "
+                        "one: label edges (or untick 'Train edge classifier') in ilastik and save the project")
+    log.info("training the edge classifier (%s) on %d labelled edges", "--retrain" if asked else
+             "the project has none", len(y))
+    return train_forests(X, y, training.tree_count or DEFAULT_TREE_COUNT, seed=0), columns
+
+
+def _training_rows(project: MulticutProject, run: RunOptions) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(features, labels, column names) of every training lane's labelled edges, on the superpixels the labels
+    name: ilastik's cached ones, else the lane's own superpixel image, else the project's watershed."""
+    xs, ys, columns = [], [], []
+    for lane_index, (pairs, labels) in enumerate(project.edge_labels):
+        if not np.count_nonzero(labels):
+            continue
+        raw = training_image(project, lane_index, "Raw Data").read()[0].astype(np.float32, copy=False)
+        probs = training_image(project, lane_index, "Probabilities").read()[0].astype(np.float32, copy=False)
+        superpixels = project.cached_superpixels(lane_index)
+        if superpixels is None and project.lanes[lane_index].roles.get("Superpixels") is not None:
+            superpixels = training_image(project, lane_index, "Superpixels").read()[..., 0]
+        superpixels = superpixels[0] if superpixels is not None else \
+            watershed_superpixels(project, probs, block_threads(run, None, None))
+        edges, matrix, columns = edge_features(project, superpixels, voxel_channels(raw, probs, boundary_map(
+            probs, project.watershed.channels)))
+        rows, y = labelled_edges(edges, pairs, labels)
+        if len(rows) < np.count_nonzero(labels):
+            log.warning("%s: %d of the %d edge labels of lane %d name no edge of its superpixels; they are left out",
+                        project.path, np.count_nonzero(labels) - len(rows), np.count_nonzero(labels), lane_index + 1)
+        xs.append(matrix[rows])
+        ys.append(y)
+    if not ys:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), columns
+    return np.concatenate(xs), np.concatenate(ys), columns
+
+
+def run_image(project: MulticutProject, classifier: EdgeClassifier | None, inputs: Mapping[str, Source | None],
+              batch: Batch, quiet: bool) -> list[str]:
+    """Segment one image and write it; returns the output paths."""
+    raw, probabilities, given = inputs["Raw Data"], inputs["Probabilities"], inputs["Superpixels"]
+    shape = _checked_shape(raw, [s for s in (probabilities, given, inputs["Groundtruth"]) if s is not None])
+    raw_zyxc = raw.read()[0].astype(np.float32, copy=False)
+    probs_zyxc = probabilities.read()[0].astype(np.float32, copy=False)
+    if max(project.watershed.channels) >= probs_zyxc.shape[-1]:
+        raise UserError(f"the project's watershed uses probability channel(s) {list(project.watershed.channels)}, "
+                        f"but {probabilities.nickname!r} has {probs_zyxc.shape[-1]} channel(s)")
+    if given is not None:
+        superpixels = given.read()[0][..., 0].astype(np.uint32)
+    else:
+        superpixels = watershed_superpixels(project, probs_zyxc, block_threads(batch.options.run, None, None))
+    boundary = boundary_map(probs_zyxc, project.watershed.channels)
+    solution = segment(project, classifier, superpixels, voxel_channels(raw_zyxc, probs_zyxc, boundary))
+    present = np.unique(superpixels)
+    log.info("%s: %d superpixels → %d segments (multicut energy %.6g, %s)", raw.nickname, len(present),
+             len(np.unique(solution.labels[present])), solution.energy, solution.solver)
+    segmentation = solution.labels.astype(np.uint32)[superpixels][np.newaxis, ..., np.newaxis]
+    return _write(project, raw, segmentation, shape, batch, quiet)
+
+
+def watershed_superpixels(project: MulticutProject, probs_zyxc: np.ndarray, threads: int) -> np.ndarray:
+    """The project's DT watershed of a probability image (zyx uint32; z == 1 for 2-D)."""
+    ws = project.watershed
+    return wsdt_superpixels(probs_zyxc, ws.channels, ws.threshold, ws.min_size, ws.sigma, ws.alpha, ws.pixel_pitch,
+                            ws.blockwise, n_threads=threads)
+
+
+def _checked_shape(raw: Source, others: list[Source]) -> tuple[int, ...]:
+    """The raw image's tzyxc shape; UserError for a time series or an input of another size."""
+    shape = tuple(raw.shape_tzyxc)
+    if shape[0] > 1:
+        raise UserError(f"{raw.nickname!r} has {shape[0]} time points; the Multicut workflow takes one 2-D or 3-D "
+                        "image per input (zyx or yx, with channels), as ilastik does")
+    for other in others:
+        if tuple(other.shape_tzyxc)[:4] != shape[:4]:
+            raise UserError(f"{other.nickname!r} has shape {tuple(other.shape_tzyxc)[:4]} (tzyx) but the raw data "
+                            f"{raw.nickname!r} has {shape[:4]}: every input of an image must have its size")
+    return shape
+
+
+def voxel_channels(raw_zyxc: np.ndarray, probs_zyxc: np.ndarray, boundary_zyx: np.ndarray
+                   ) -> list[tuple[str, np.ndarray]]:
+    """ilastik's stacked voxel channels with their names: the raw channels, the probability channels, then the
+    watershed's input ("Raw Data", or "Raw Data-0", "Raw Data-1", ... for several channels)."""
+    channels = []
+    for role, image in (("Raw Data", raw_zyxc), ("Probabilities", probs_zyxc)):
+        n = image.shape[-1]
+        channels += [(role if n == 1 else f"{role}-{k}", image[..., k]) for k in range(n)]
+    return channels + [(BOUNDARY_CHANNEL, boundary_zyx)]
+
+
+def _planes(superpixels_zyx: np.ndarray, channels: list[tuple[str, np.ndarray]]
+            ) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """A 2-D image (z == 1) as the yx arrays ilastikrag takes."""
+    if superpixels_zyx.shape[0] != 1:
+        return superpixels_zyx, channels
+    return superpixels_zyx[0], [(name, array[0]) for name, array in channels]
+
+
+def edge_features(project: MulticutProject, superpixels_zyx: np.ndarray, channels: list[tuple[str, np.ndarray]]
+                  ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(edges, features, column names) of the project's feature selection on these voxel channels."""
+    unknown = sorted(set(project.feature_names) - {name for name, _ in channels})
+    if unknown:
+        raise UserError(f"the project computes edge features of the voxel channel(s) {unknown}, which these inputs do "
+                        f"not have (theirs: {', '.join(n for n, _ in channels)}): give raw data and probabilities "
+                        "with the training images' channels")
+    return edge_feature_matrix(*_planes(superpixels_zyx, channels), project.feature_names)
+
+
+def segment(project: MulticutProject, classifier: EdgeClassifier | None, superpixels_zyx: np.ndarray,
+            channels: list[tuple[str, np.ndarray]]) -> MulticutSolution:
+    """The multicut of a superpixel image (z may be 1): its node labels, one per superpixel id 0..max."""
+    if classifier is not None:
+        edges, cut = _forest_probabilities(classifier, *edge_features(project, superpixels_zyx, channels))
+    else:  # ilastik: the mean of the watershed's input along each edge, min-max normalised
+        flat, planes = _planes(superpixels_zyx, channels)
+        boundary = dict(planes)[BOUNDARY_CHANNEL]
+        edges, matrix, _ = edge_feature_matrix(flat, [(BOUNDARY_CHANNEL, boundary)], {BOUNDARY_CHANNEL: [MEAN]})
+        cut = normalized(matrix[:, 0])
+    costs = edge_costs(edges, cut, project.beta, project.probability_threshold)
+    n_nodes = int(superpixels_zyx.max()) + 1 if superpixels_zyx.size else 1
+    return solve_multicut(project.solver_name, n_nodes, edges.astype(np.int64), costs.astype(np.float64))
+
+
+def _forest_probabilities(classifier: EdgeClassifier, edges: np.ndarray, matrix: np.ndarray,
+                          columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(edges, P(cut)) from the edge forest, its features taken in the columns it was trained on."""
+    forest, wanted = classifier
+    wanted = wanted or columns
+    missing = [name for name in wanted if name not in columns]
+    if missing or len(wanted) != forest.n_features:
+        raise UserError(f"the project's edge classifier was trained on {forest.n_features} features "
+                        f"({', '.join(wanted[:3])}, ...) that its feature selection does not give "
+                        f"({', '.join(missing[:3]) or 'a different count'}); retrain it (--retrain)")
+    known = {int(k) for k in np.asarray(forest.known_labels).ravel()}
+    if known == {MERGE, SPLIT}:
+        X = matrix[:, [columns.index(name) for name in wanted]]
+        return edges, forest.predict_proba(X, 2)[:, 1]
+    if known <= {MERGE}:  # only "merge" labels (or none): nothing is cut
+        return edges, np.zeros(len(edges), dtype=np.float32)
+    if known == {SPLIT}:
+        return edges, np.ones(len(edges), dtype=np.float32)
+    raise UserError(f"the project's edge classifier knows the labels {sorted(known)}; ilastik's edge labels are 1 "
+                    "(merge) and 2 (split)")
+
+
+def _write(project: MulticutProject, raw: Source, segmentation: np.ndarray, shape: tuple[int, ...], batch: Batch,
+           quiet: bool) -> list[str]:
+    """The segmentation (tzyxc, uint32) written block by block into every export target."""
+    options = batch.export
+    targets = [plan_target(name, key, project, raw, options, shape[:4] + (1,), "uint32")
+               for name, key in options.sources]
+    check_distinct_paths(targets)
+    block_shape = block_shape_for(batch.options.run, shape[:4] + (1,))
+    grid = blk.plan_blocks(shape[:4] + (1,), block_shape, targets[0].region[:4] + (slice(0, 1),))
+    for target in targets:
+        target.open(options, raw, block_shape, None, None, fingerprint(project, raw, options, target.name, block_shape))
+
+    def write(block: blk.Block) -> None:
+        for target in targets:
+            target.write(block, segmentation[block.slices[:4]])
+
+    progress = Progress(len(grid), unit="blocks", quiet=quiet, label=f"{raw.nickname}: export")
+    return write_blocks(grid, write, targets, None, block_threads(batch.options.run, None, grid), progress,
+                        lambda block: (block.voxels,), raw.nickname)
+
+
+WORKFLOW = Workflow(name=MULTICUT, roles=ROLES, run=run)

@@ -1,0 +1,177 @@
+"""Edge Training With Multicut headless: ilastik's GUI-test references (superpixels → multicut without and with an
+edge forest, by ilastik's own measure and thresholds), the three fixture projects on their own inputs, the
+heuristic solvers against the exact one on the fixtures' graphs, and one clear line for each mistake."""
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from hpc_ilastik.cli import main
+from hpc_ilastik.graphs.watershed import boundary_map
+from hpc_ilastik.project.reader import open_project
+from hpc_ilastik.workflows.multicut import segment, voxel_channels, watershed_superpixels
+from tests.conftest import FIXTURES
+from tests.segmentation import gui_reference, mean_segmentation_accuracy
+
+INPUTS = FIXTURES / "inputdata"
+SYNTHETIC = (f"{INPUTS}/3d1c-synthetic.h5/data", f"{INPUTS}/3d1c-synthetic_Probabilities.h5/exported_data")
+FIXTURE_PROJECTS = {"": ("3d.h5/data", "3d_Probabilities.h5/exported_data"),
+                    "1c": ("3d1c.h5/data", "3d1c_Probabilities.h5/exported_data"),
+                    "2c": ("3d2c.h5/data", "3d2c_Probabilities.h5/exported_data")}
+# ilastik's GUI test: edge features of its forest, and the edges it labels by hand
+GUI_FEATURES = {"Raw Data": ["standard_sp_mean"], "Probabilities-0": [], "Probabilities-1": ["standard_edge_mean"]}
+
+
+def _gui_project(folder: Path, threshold: float, forest: bool, edge_labels: tuple | None = None) -> Path:
+    """The GUI test's project as ilastik 1.4 saves it: a copy of a fixture project with its training lane on the
+    synthetic volume, the watershed of the test (channel 1, Threshold 0.6, MinSize 7, Sigma 1.1, Alpha 0.4,
+    not blockwise), Kernighan-Lin at `threshold`, and the edge forest left to train from `edge_labels`."""
+    path = folder / f"gui_{threshold}_{'rf' if forest else 'no_rf'}.ilp"
+    shutil.copy(FIXTURES / "Boundary-basedSegmentationwMulticut3d1c.ilp", path)
+    with h5py.File(path, "r+") as f:
+        lane = f["Input Data/infos/lane0000"]
+        for role, spec in zip(("Raw Data", "Probabilities"), SYNTHETIC):
+            del lane[role]["filePath"]
+            lane[role]["filePath"] = spec.encode()
+        del lane["Raw Data/axisorder"], lane["Raw Data/axistags"]  # the synthetic raw data has a channel axis
+        del f["DT Watershed"]
+        ws = f.create_group("DT Watershed")
+        for name, value in (("Threshold", 0.6), ("MinSize", 7), ("Sigma", 1.1), ("Alpha", 0.4),
+                            ("BlockwiseWatershed", False)):
+            ws[name] = value
+        ws["ChannelSelections"] = np.array([1])
+        ws["StorageVersion"] = b"0.2"
+        training = f["Training and Multicut"]
+        for name in ("Output", "FeatureNames", "EdgeLabelsDict", "EdgeFeatures", "Rags", "SolverName"):
+            del training[name]
+        training["SolverName"] = b"kernighan-lin"
+        training["ProbabilityThreshold"] = threshold
+        training["TrainRandomForest"] = forest
+        names = training.create_group("FeatureNames")
+        for channel, features in GUI_FEATURES.items():
+            names[channel] = np.array([n.encode() for n in features], dtype="S32")
+        labels = training.create_group("EdgeLabelsDict").create_group("EdgeLabels0000")
+        pairs, values = edge_labels or (np.zeros((0, 2), np.uint32), np.zeros(0, np.uint8))
+        labels["sp_ids"], labels["labels"] = pairs, values
+    return path
+
+
+def _segment_cli(project: Path, out: Path, raw: str, probabilities: str, *options: str) -> np.ndarray:
+    argv = ["--headless", f"--project={project}", f"--raw_data={raw}", f"--probabilities={probabilities}",
+            "--output_format=hdf5", f"--output_filename_format={out}", "--quiet", *options]
+    assert main(argv) == 0
+    with h5py.File(out, "r") as f:
+        return f["exported_data"][()]
+
+
+@pytest.mark.parametrize("threshold, reference, segments, required", [
+    (0.5, "multicut_segmentation_no_rf_t0.5_kerningham-lin.h5", 5, 0.98),
+    # ilastik's test no longer compares this older file: it was made from other superpixels (28 of the reference
+    # superpixels lie across two of its segments), so it cannot be matched to ilastik's 0.98
+    (0.6, "multicut_segmentation_no_rf_t0.6_kerningham-lin.h5", 4, 0.95),
+])
+def test_gui_reference_without_an_edge_forest(tmp_path, record_property, threshold, reference, segments, required):
+    ours = _segment_cli(_gui_project(tmp_path, threshold, forest=False), tmp_path / "seg.h5", *SYNTHETIC)
+    expected = gui_reference(reference)
+    assert ours.dtype == np.uint32 and ours.shape == expected.shape + (1,)
+    accuracy = mean_segmentation_accuracy(ours[..., 0], expected)
+    record_property("figures", f"multicut without forest, threshold {threshold}: mean segmentation accuracy "
+                    f"{accuracy:.4f} against ilastik's (> {required}), {len(np.unique(ours))} segments (ilastik "
+                    f"{len(np.unique(expected))})")
+    assert accuracy > required
+    assert len(np.unique(ours)) == segments  # ilastik's test asserts 5 at threshold 0.5
+
+
+def test_gui_reference_with_an_edge_forest_trained_from_the_groundtruth(tmp_path, record_property, capsys):
+    """The GUI test trains the forest on edge labels from a groundtruth (its own reference); here the labels are
+    stored in the project, which has no forest: the headless run trains one (seeded) on its training lane."""
+    from hpc_ilastik.graphs.rag import region_adjacency_graph
+    from hpc_ilastik.graphs.training import groundtruth_edge_labels
+
+    expected = gui_reference("multicut_segmentation_rf_t0.5_kerningham-lin.h5")
+    probabilities = h5py.File(SYNTHETIC[1].rsplit("/", 1)[0], "r")["exported_data"][()]
+    superpixels = watershed_superpixels(open_project(str(_gui_project(tmp_path, 0.5, False))), probabilities, 1)
+    edges = region_adjacency_graph(superpixels).edges
+    labels = groundtruth_edge_labels(superpixels, expected, edges)
+    project = _gui_project(tmp_path, 0.5, forest=True, edge_labels=(edges.astype(np.uint32), labels.astype(np.uint8)))
+    ours = _segment_cli(project, tmp_path / "seg.h5", *SYNTHETIC, "--debug")
+    assert f"training the edge classifier (the project has none) on {len(edges)} labelled edges" in capsys.readouterr().err
+    accuracy = mean_segmentation_accuracy(ours[..., 0], expected)
+    record_property("figures", f"multicut with an edge forest trained from the groundtruth: mean segmentation "
+                    f"accuracy {accuracy:.4f} against ilastik's (> 0.98), {len(np.unique(ours))} segments (ilastik "
+                    f"{len(np.unique(expected))}), {np.count_nonzero(labels == 2)} of {len(labels)} edges split")
+    assert accuracy > 0.98
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURE_PROJECTS))
+def test_fixture_projects_segment_their_own_inputs(tmp_path, record_property, name, capsys):
+    """ilastik 1.2's projects: their stored forests on ilastikrag's features of their stored feature names (the
+    watershed runs with ilastik's defaults, as ilastik's headless does with these old projects); the labelled
+    edges of their cached superpixels are all found when the forest is retrained."""
+    project = FIXTURES / f"Boundary-basedSegmentationwMulticut3d{name}.ilp"
+    raw, probabilities = (f"{INPUTS}/{spec}" for spec in FIXTURE_PROJECTS[name])
+    ours = _segment_cli(project, tmp_path / "seg.h5", raw, probabilities)
+    with h5py.File(raw.rsplit("/", 1)[0], "r") as f:
+        shape = f["data"].shape
+    assert ours.dtype == np.uint32 and ours.shape[:3] == shape[:3]
+    stored = open_project(str(project))
+    n_labels = int(np.count_nonzero(stored.edge_labels[0][1]))
+    retrained = _segment_cli(project, tmp_path / "retrained.h5", raw, probabilities, "--retrain", "--debug")
+    assert f"training the edge classifier (--retrain) on {n_labels} labelled edges" in capsys.readouterr().err
+    record_property("figures", f"Multicut3d{name}: {len(np.unique(ours))} segments with the stored forest, "
+                    f"{len(np.unique(retrained))} retrained on its {n_labels} edge labels; "
+                    f"{len(stored.classifier_features)} edge features")
+    assert 1 < len(np.unique(ours)) and retrained.shape == ours.shape
+
+
+def test_kernighan_lin_against_the_exact_multicut_on_the_fixtures(record_property):
+    gaps = []
+    for name, (raw_spec, prob_spec) in sorted(FIXTURE_PROJECTS.items()):
+        project = open_project(str(FIXTURES / f"Boundary-basedSegmentationwMulticut3d{name}.ilp"))
+        with h5py.File(f"{INPUTS}/{raw_spec.split('/')[0]}", "r") as f:
+            raw = f["data"][()].astype(np.float32)
+        with h5py.File(f"{INPUTS}/{prob_spec.split('/')[0]}", "r") as f:
+            probabilities = f["exported_data"][()]
+        raw = raw if raw.ndim == 4 else raw[..., np.newaxis]
+        superpixels = watershed_superpixels(project, probabilities, 1)
+        channels = voxel_channels(raw, probabilities, boundary_map(probabilities, project.watershed.channels))
+        classifier = (project.classifier, project.classifier_features)
+        heuristic = segment(replace(project, solver_name="kernighan-lin"), classifier, superpixels, channels)
+        exact = segment(replace(project, solver_name="ilp"), classifier, superpixels, channels)
+        assert exact.energy <= heuristic.energy + 1e-9
+        gaps.append((name, heuristic.energy, exact.energy))
+    record_property("figures", "Kernighan-Lin vs exact multicut energy on the fixtures: " + "; ".join(
+        f"3d{name} {h:.4f} vs {e:.4f}" for name, h, e in gaps))
+    assert np.mean([(h - e) / abs(e) for _, h, e in gaps]) <= 0.01
+
+
+def _run(capsys, *argv: str) -> tuple[int, str]:
+    code = main(["--headless", *argv])
+    return code, capsys.readouterr().err
+
+
+def test_mistakes_get_one_clear_line(tmp_path, capsys):
+    project = f"--project={FIXTURES / 'Boundary-basedSegmentationwMulticut3d1c.ilp'}"
+    raw, probabilities = (f"{INPUTS}/{spec}" for spec in FIXTURE_PROJECTS["1c"])
+    out = f"--output_filename_format={tmp_path}/{{nickname}}.h5"
+    cases = [
+        ((project, out, f"--raw_data={raw}"), "give --probabilities with one map per --raw_data input"),
+        ((project, out, f"--raw_data={raw}", "--probabilities", probabilities, probabilities),
+         "2 --probabilities file(s) for 1 raw input(s)"),
+        ((project, out, f"--raw_data={raw}", f"--probabilities={SYNTHETIC[1]}"),
+         "has shape (1, 64, 56, 32) (tzyx) but the raw data"),
+        ((f"--project={_gui_project(tmp_path, 0.5, forest=True)}", out, f"--raw_data={SYNTHETIC[0]}",
+          f"--probabilities={SYNTHETIC[1]}"), "has neither a trained edge classifier nor edge labels"),
+        ((project, out, "--distributed", f"--raw_data={raw}", f"--probabilities={probabilities}"),
+         "--distributed is not available for Multicut projects yet"),
+    ]
+    for argv, words in cases:
+        code, err = _run(capsys, *argv)
+        lines = [line for line in err.splitlines() if line.startswith("hpc-ilastik: error: ")]
+        assert code == 2 and len(lines) == 1 and words in lines[0], err
+        assert "Traceback" not in err
+    assert not list(tmp_path.glob("*.h5"))
