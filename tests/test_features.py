@@ -1,6 +1,7 @@
 """The pixel feature bank against an independent float64 scipy model of ilastik-numerics.md §1-§5."""
 
 import math
+from pathlib import Path
 
 import h5py
 import imageio.v3 as iio
@@ -144,13 +145,28 @@ def test_kernel_normalisation_through_convolution(sigma, window):
 
     k0, k1, k2 = (gaussian_kernel(sigma, o, window) for o in (0, 1, 2))
     assert k0.size == k1.size == k2.size == 2 * r + 1
-    assert k0.sum() == pytest.approx(1.0, abs=1e-12)
-    assert k2.sum() == pytest.approx(0.0, abs=1e-12)  # DC removed
+    assert k0.sum() == pytest.approx(1.0, abs=1e-7)  # float32 taps, as fastfilters'
+    assert k2.sum() == pytest.approx(0.0, abs=1e-7)  # DC removed
     along_x = {order: derivative_bank(img, sigma, window, (2,), [(order,)])[(order,)]
                for img, order in ((ramp, 1), (half_square, 2), (ramp, 0))}
     np.testing.assert_allclose(along_x[1][inner], 1.0, rtol=1e-5)
     np.testing.assert_allclose(along_x[2][inner], 1.0, rtol=1e-4)
     np.testing.assert_allclose(along_x[0][inner], ramp[inner], rtol=1e-6)
+
+
+def test_gaussian_smoothing_is_fastfilters_to_the_last_bit():
+    """The smoothing of a single bright pixel is the kernel itself: ours equals fastfilters' (the real ilastik's
+    filters, stored in tests/data/fastfilters_gaussian.h5) bit for bit, with ilastik's feature window and with
+    fastfilters' default one (the multicut watershed's)."""
+    from hpc_ilastik.graphs.watershed import fastfilters_gaussian
+
+    with h5py.File(Path(__file__).parent / "data" / "fastfilters_gaussian.h5", "r") as f:
+        sigmas, feature_window, default_window = f["sigmas"][()], f["window_3.5"][()], f["default_window"][()]
+    delta = np.zeros((1, 121, 121), np.float32)
+    delta[0, 60, 60] = 1
+    for sigma, with_feature_window, with_default_window in zip(sigmas, feature_window, default_window):
+        np.testing.assert_array_equal(gaussian_smoothing(delta, sigma, 3.5, (1, 2))[0, 60], with_feature_window)
+        np.testing.assert_array_equal(fastfilters_gaussian(delta[0], sigma)[60], with_default_window)
 
 
 def test_zero_width_derivative_kernel_is_nan():
@@ -311,7 +327,17 @@ def test_features_3d_match_model(fid, image_3d):
     assert ours.shape == img.shape + (n * len(scales),)
     for j, s in enumerate(scales):
         ref = model_feature(img, fid, s, (0, 1, 2), (0, 1, 2))
-        assert_feature_close(ours[..., j * n:(j + 1) * n], ref, 255)
+        got = ours[..., j * n:(j + 1) * n]
+        if n == 3:
+            # fastfilters' float32 cubic clamps a slightly positive discriminant to 0 and returns a double root: where
+            # the exact eigenvalues lie within 2 % of the largest |eigenvalue| of each other, the float32 answer can
+            # be off by their gap (its solver and ours share this); elsewhere the usual tolerance holds
+            scale = np.abs(ref).max()
+            near = np.diff(np.sort(ref, axis=-1), axis=-1).min(axis=-1) < 0.02 * scale
+            got, ref = got.copy(), ref.copy()
+            assert (np.abs(got[near] - ref[near]) <= 0.01 * scale).all()
+            got[near] = ref[near]
+        assert_feature_close(got, ref, 255)
 
 
 def test_3d_magnitude_and_laplacian_add_x_first_as_fastfilters_does(image_3d):
