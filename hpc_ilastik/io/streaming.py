@@ -25,7 +25,7 @@ from hpc_ilastik.errors import UserError
 from hpc_ilastik.io.axes import make_axistags
 from hpc_ilastik.io.n5 import N5Dataset, create_n5_dataset, open_n5_dataset, read_n5_attributes
 from hpc_ilastik.io.resume import COMPLETE_KEY, check_resume, run_attributes
-from hpc_ilastik.io.writers import Writer, ilastik_chunks, reporting_write_errors
+from hpc_ilastik.io.writers import Writer, ilastik_chunks, remove_file, reporting_write_errors
 
 if TYPE_CHECKING:
     import zarr
@@ -80,14 +80,18 @@ class StreamingWriter(Writer):
 
     def _start(self) -> None:
         """Rank 0: start the output, or resume it when it records the same fingerprint."""
-        with self._reporting():
-            existing = self._existing_attributes()
-            resume = self._fingerprint is not None and check_resume(existing, self._fingerprint, self.path)
-            if existing is not None and not resume:
-                self._remove_existing()
-            self._create(resume)
-            if self._fingerprint is not None:
-                self._set_attributes(run_attributes(self._fingerprint, complete=False))
+        try:
+            with self._reporting():
+                existing = self._existing_attributes()
+                resume = self._fingerprint is not None and check_resume(existing, self._fingerprint, self.path)
+                if existing is not None and not resume:
+                    self._remove_existing()
+                self._create(resume)
+                if self._fingerprint is not None:
+                    self._set_attributes(run_attributes(self._fingerprint, complete=False))
+        except BaseException:
+            self.abort()  # nobody else will: the writer was never made
+            raise
 
     def write(self, slices: Sequence[slice], data: np.ndarray) -> None:
         with self._reporting():
@@ -112,9 +116,15 @@ class StreamingWriter(Writer):
                 self._set_attributes({COMPLETE_KEY: True})
 
     def abort(self) -> None:
-        if self._fingerprint is None and self._root:
+        if not self._root:
+            return
+        if self._fingerprint is None:
             for path in reversed(self._created):
                 shutil.rmtree(path, ignore_errors=True)
+        for folder, _, names in os.walk(self.path):  # zarr's own temporaries of a write that failed (disk full)
+            for name in names:
+                if name.startswith(".") and name.endswith(".partial"):
+                    remove_file(os.path.join(folder, name))
 
     def _track(self, path: str) -> None:
         """Remember `path` for abort when this writer is about to create it."""
