@@ -16,7 +16,7 @@ LEVELS = [
     {"forest"},
     {"pixel"},
     {"objects", "density"},
-    {"graphs"},
+    {"graphs", "tracking"},
     {"project"},
     {"workflows"},
     {"train"},

@@ -166,8 +166,6 @@ def test_mistakes_get_one_clear_line(tmp_path, capsys):
          "has shape (1, 64, 56, 32) (tzyx) but the raw data"),
         ((f"--project={_gui_project(tmp_path, 0.5, forest=True)}", out, f"--raw_data={SYNTHETIC[0]}",
           f"--probabilities={SYNTHETIC[1]}"), "has neither a trained edge classifier nor edge labels"),
-        ((project, out, "--distributed", f"--raw_data={raw}", f"--probabilities={probabilities}"),
-         "--distributed is not available for Multicut projects yet"),
     ]
     for argv, words in cases:
         code, err = _run(capsys, *argv)
@@ -175,3 +173,51 @@ def test_mistakes_get_one_clear_line(tmp_path, capsys):
         assert code == 2 and len(lines) == 1 and words in lines[0], err
         assert "Traceback" not in err
     assert not list(tmp_path.glob("*.h5"))
+
+
+def _mpi_segment(project: Path, out: Path, raw: str, probabilities: str, *options: str):
+    import subprocess
+    import sys
+
+    return subprocess.run(["mpiexec", "-n", "2", sys.executable, "-m", "hpc_ilastik", "--headless", "--distributed",
+                           f"--project={project}", f"--raw_data={raw}", f"--probabilities={probabilities}",
+                           "--output_format=n5", f"--output_filename_format={out}", "--quiet", *options],
+                          capture_output=True, text=True, timeout=300)
+
+
+def _n5(path: Path) -> np.ndarray:
+    from hpc_ilastik.io.n5 import open_n5_dataset
+
+    dataset = open_n5_dataset(str(path), "exported_data")
+    assert dataset.attributes.get("complete") is True
+    return dataset.read(tuple(slice(0, n) for n in dataset.shape))
+
+
+def test_distributed_equals_one_process(tmp_path, record_property):
+    """--distributed under mpiexec -n 2 (superpixels, graph and features block by block, the solve on rank 0,
+    the segmentation written by both ranks) gives the one-process segmentation: a fixture project (whole-image
+    watershed, 135 features over 4 channels incl. superpixel statistics) and a blockwise-watershed project on a
+    volume of two watershed blocks (ids offset across them)."""
+    fixture = FIXTURES / "Boundary-basedSegmentationwMulticut3d2c.ilp"
+    raw, probabilities = (f"{INPUTS}/{spec}" for spec in FIXTURE_PROJECTS["2c"])
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    with h5py.File(SYNTHETIC[0].rsplit("/", 1)[0], "r") as f, h5py.File(wide / "raw.h5", "w") as g:
+        g["data"] = np.tile(f["data"][()], (1, 1, 5, 1))  # x: 160 > one 128³ watershed block
+    with h5py.File(SYNTHETIC[1].rsplit("/", 1)[0], "r") as f, h5py.File(wide / "probs.h5", "w") as g:
+        g["exported_data"] = np.tile(f["exported_data"][()], (1, 1, 5, 1))
+    blockwise = _gui_project(tmp_path, 0.5, forest=False)
+    with h5py.File(blockwise, "r+") as f:
+        f["DT Watershed/BlockwiseWatershed"][...] = True
+    figures = []
+    for name, project, inputs in (("3d2c fixture", fixture, (raw, probabilities)),
+                                  ("blockwise watershed", blockwise, (f"{wide}/raw.h5/data",
+                                                                       f"{wide}/probs.h5/exported_data"))):
+        serial = _segment_cli(project, tmp_path / f"{len(figures)}.h5", *inputs)
+        done = _mpi_segment(project, tmp_path / f"{len(figures)}.n5", *inputs, "--distributed_block_roi=24")
+        assert done.returncode == 0, done.stderr
+        distributed = _n5(tmp_path / f"{len(figures)}.n5")
+        assert np.array_equal(distributed, serial), name
+        assert not list(tmp_path.glob("*scratch*"))  # the intermediate superpixels are gone
+        figures.append(f"{name}: {len(np.unique(serial))} segments, identical")
+    record_property("figures", "multicut mpiexec -n 2 --distributed vs one process: " + "; ".join(figures))

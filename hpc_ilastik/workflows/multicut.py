@@ -18,14 +18,16 @@ from hpc_ilastik.graphs.costs import edge_costs, normalized
 from hpc_ilastik.graphs.edge_features import edge_feature_matrix
 from hpc_ilastik.graphs.multicut import MulticutSolution, solve_multicut
 from hpc_ilastik.graphs.training import MERGE, SPLIT, labelled_edges
-from hpc_ilastik.graphs.watershed import boundary_map, wsdt_superpixels
+from hpc_ilastik.graphs.watershed import boundary_map, distance_transform_watershed, wsdt_superpixels
 from hpc_ilastik.io.inputs import Source
 from hpc_ilastik.project.multicut import MULTICUT, MulticutProject
 from hpc_ilastik.run import blocks as blk
+from hpc_ilastik.run.distributed import from_root
 from hpc_ilastik.run.progress import Progress
+from hpc_ilastik.workflows import multicut_blockwise as blockwise
 from hpc_ilastik.workflows.batch import Batch, Lane, start_batch, training_image
 from hpc_ilastik.workflows.blockwise import block_shape_for, block_threads, write_blocks
-from hpc_ilastik.workflows.export import check_distinct_paths, fingerprint, plan_target
+from hpc_ilastik.workflows.export import Target, check_distinct_paths, fingerprint, plan_target
 from hpc_ilastik.workflows.options import HeadlessOptions, RunOptions, TrainingOptions
 from hpc_ilastik.workflows.workflow import Workflow
 
@@ -41,9 +43,6 @@ EdgeClassifier = tuple[ForestEnsemble, list[str]]  # the forest and the feature 
 
 def run(project: MulticutProject, options: HeadlessOptions) -> None:
     """Segment every input as ilastik --headless does."""
-    if options.run.distributed:
-        raise UserError("--distributed is not available for Multicut projects yet: run one process per image "
-                        "(several inputs under mpiexec without --distributed are shared file by file)")
     batch = start_batch(project, options, ROLES, {SEGMENTATION: SEGMENTATION})
     missing = [lane[ROLES[0]] for lane in batch.lanes if lane["Probabilities"] is None]
     if missing:
@@ -52,7 +51,10 @@ def run(project: MulticutProject, options: HeadlessOptions) -> None:
     classifier = edge_classifier(project, options.training, options.run)
 
     def run_lane(lane: Lane, comm, quiet: bool) -> None:
-        run_image(project, classifier, batch.open_lane(lane), batch, quiet)
+        if options.run.distributed:
+            run_image_blockwise(project, classifier, batch.open_lane(lane), batch, comm, quiet)
+        else:
+            run_image(project, classifier, batch.open_lane(lane), batch, quiet)
 
     batch.for_each_lane(run_lane)
 
@@ -124,6 +126,54 @@ def run_image(project: MulticutProject, classifier: EdgeClassifier | None, input
     return _write(project, raw, segmentation, shape, batch, quiet)
 
 
+def run_image_blockwise(project: MulticutProject, classifier: EdgeClassifier | None,
+                        inputs: Mapping[str, Source | None], batch: Batch, comm, quiet: bool) -> list[str]:
+    """`run_image` block by block across the ranks of `comm` (`multicut_blockwise`): the same segmentation,
+    with only tables on rank 0 (and the whole image there when the project's watershed is not blockwise)."""
+    raw, probabilities, given = inputs["Raw Data"], inputs["Probabilities"], inputs["Superpixels"]
+    shape = _checked_shape(raw, [s for s in (probabilities, given, inputs["Groundtruth"]) if s is not None])
+    if max(project.watershed.channels) >= probabilities.shape_tzyxc[4]:
+        raise UserError(f"the project's watershed uses probability channel(s) {list(project.watershed.channels)}, "
+                        f"but {probabilities.nickname!r} has {probabilities.shape_tzyxc[4]} channel(s)")
+    targets = _targets(project, raw, shape, batch)
+    threads = block_threads(batch.options.run, comm, None)
+    scratch = blockwise.scratch_folder(targets[0].path, comm)
+    try:
+        ws = project.watershed
+        superpixels = blockwise.superpixel_reader(
+            project, raw, probabilities, given, scratch, comm, threads,
+            lambda pmap: distance_transform_watershed(pmap, ws.threshold, ws.sigma, ws.sigma, ws.min_size, ws.alpha,
+                                                      list(ws.pixel_pitch) or None)[0])
+        image = blockwise.ImageBlocks(raw, probabilities, ws.channels, superpixels, voxel_channels)
+        block_shape, whole, grid = blockwise.image_grid(image, batch, targets[0].region)
+        if classifier is not None:
+            _check_channels(project, [name for name, _ in image.channels((slice(0, 1),) * len(image.shape))])
+        found = blockwise.blockwise_features(image, wanted_features(project, classifier),
+                                             [blockwise.region_of(image, b) for b in whole], comm, threads)
+        node_labels = None
+        if found is not None:
+            edges, matrix, columns, max_id = found
+            solution = solve(project, edges, cut_probabilities(classifier, edges, matrix, columns), max_id + 1)
+            log.info("%s: %d superpixel ids → %d segments (multicut energy %.6g, %s)", raw.nickname, max_id,
+                     int(solution.labels.max()) + 1, solution.energy, solution.solver)
+            node_labels = solution.labels.astype(np.uint32)
+        node_labels = from_root(comm, node_labels)
+
+        def write(block: blk.Block) -> None:
+            values = node_labels[superpixels(blockwise.region_of(image, block))].reshape(
+                [s.stop - s.start for s in block.slices[:4]] + [1])
+            for target in targets:
+                target.write(block, values)
+
+        for target in targets:
+            target.open(batch.export, raw, block_shape, None, comm,
+                        fingerprint(project, raw, batch.export, target.name, block_shape))
+        return write_blocks(grid, write, targets, comm, threads, Progress(len(grid), unit="blocks", quiet=quiet,
+                            label=f"{raw.nickname}: export"), lambda block: (block.voxels,), raw.nickname)
+    finally:
+        blockwise.remove_scratch(scratch, comm)
+
+
 def watershed_superpixels(project: MulticutProject, probs_zyxc: np.ndarray, threads: int) -> np.ndarray:
     """The project's DT watershed of a probability image (zyx uint32; z == 1 for 2-D)."""
     ws = project.watershed
@@ -163,35 +213,54 @@ def _planes(superpixels_zyx: np.ndarray, channels: list[tuple[str, np.ndarray]]
     return superpixels_zyx[0], [(name, array[0]) for name, array in channels]
 
 
+def _check_channels(project: MulticutProject, names: list[str]) -> None:
+    unknown = sorted(set(project.feature_names) - set(names))
+    if unknown:
+        raise UserError(f"the project computes edge features of the voxel channel(s) {unknown}, which these inputs do "
+                        f"not have (theirs: {', '.join(names)}): give raw data and probabilities with the training "
+                        "images' channels")
+
+
 def edge_features(project: MulticutProject, superpixels_zyx: np.ndarray, channels: list[tuple[str, np.ndarray]]
                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(edges, features, column names) of the project's feature selection on these voxel channels."""
-    unknown = sorted(set(project.feature_names) - {name for name, _ in channels})
-    if unknown:
-        raise UserError(f"the project computes edge features of the voxel channel(s) {unknown}, which these inputs do "
-                        f"not have (theirs: {', '.join(n for n, _ in channels)}): give raw data and probabilities "
-                        "with the training images' channels")
+    _check_channels(project, [name for name, _ in channels])
     return edge_feature_matrix(*_planes(superpixels_zyx, channels), project.feature_names)
+
+
+def wanted_features(project: MulticutProject, classifier: EdgeClassifier | None) -> dict[str, list[str]]:
+    """The edge features to compute: the forest's, or the mean boundary that stands in for P(cut) without one."""
+    return project.feature_names if classifier is not None else {BOUNDARY_CHANNEL: [MEAN]}
+
+
+def cut_probabilities(classifier: EdgeClassifier | None, edges: np.ndarray, matrix: np.ndarray,
+                      columns: list[str]) -> np.ndarray:
+    """P(cut) per edge: the forest's, or (no forest) ilastik's min-max normalised mean of the watershed's input."""
+    if classifier is None:
+        return normalized(matrix[:, columns.index(f"{BOUNDARY_CHANNEL} {MEAN}")])
+    return _forest_probabilities(classifier, edges, matrix, columns)
+
+
+def solve(project: MulticutProject, edges: np.ndarray, cut: np.ndarray, n_nodes: int) -> MulticutSolution:
+    """ilastik's costs of the edges and the project's multicut of them (node labels for ids 0..n_nodes-1)."""
+    costs = edge_costs(edges, cut, project.beta, project.probability_threshold)
+    return solve_multicut(project.solver_name, n_nodes, edges.astype(np.int64), costs.astype(np.float64))
 
 
 def segment(project: MulticutProject, classifier: EdgeClassifier | None, superpixels_zyx: np.ndarray,
             channels: list[tuple[str, np.ndarray]]) -> MulticutSolution:
     """The multicut of a superpixel image (z may be 1): its node labels, one per superpixel id 0..max."""
+    features = wanted_features(project, classifier)
     if classifier is not None:
-        edges, cut = _forest_probabilities(classifier, *edge_features(project, superpixels_zyx, channels))
-    else:  # ilastik: the mean of the watershed's input along each edge, min-max normalised
-        flat, planes = _planes(superpixels_zyx, channels)
-        boundary = dict(planes)[BOUNDARY_CHANNEL]
-        edges, matrix, _ = edge_feature_matrix(flat, [(BOUNDARY_CHANNEL, boundary)], {BOUNDARY_CHANNEL: [MEAN]})
-        cut = normalized(matrix[:, 0])
-    costs = edge_costs(edges, cut, project.beta, project.probability_threshold)
+        _check_channels(project, [name for name, _ in channels])
+    edges, matrix, columns = edge_feature_matrix(*_planes(superpixels_zyx, channels), features)
     n_nodes = int(superpixels_zyx.max()) + 1 if superpixels_zyx.size else 1
-    return solve_multicut(project.solver_name, n_nodes, edges.astype(np.int64), costs.astype(np.float64))
+    return solve(project, edges, cut_probabilities(classifier, edges, matrix, columns), n_nodes)
 
 
 def _forest_probabilities(classifier: EdgeClassifier, edges: np.ndarray, matrix: np.ndarray,
-                          columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(edges, P(cut)) from the edge forest, its features taken in the columns it was trained on."""
+                          columns: list[str]) -> np.ndarray:
+    """P(cut) from the edge forest, its features taken in the columns it was trained on."""
     forest, wanted = classifier
     wanted = wanted or columns
     missing = [name for name in wanted if name not in columns]
@@ -202,22 +271,27 @@ def _forest_probabilities(classifier: EdgeClassifier, edges: np.ndarray, matrix:
     known = {int(k) for k in np.asarray(forest.known_labels).ravel()}
     if known == {MERGE, SPLIT}:
         X = matrix[:, [columns.index(name) for name in wanted]]
-        return edges, forest.predict_proba(X, 2)[:, 1]
+        return forest.predict_proba(X, 2)[:, 1]
     if known <= {MERGE}:  # only "merge" labels (or none): nothing is cut
-        return edges, np.zeros(len(edges), dtype=np.float32)
+        return np.zeros(len(edges), dtype=np.float32)
     if known == {SPLIT}:
-        return edges, np.ones(len(edges), dtype=np.float32)
+        return np.ones(len(edges), dtype=np.float32)
     raise UserError(f"the project's edge classifier knows the labels {sorted(known)}; ilastik's edge labels are 1 "
                     "(merge) and 2 (split)")
+
+
+def _targets(project: MulticutProject, raw: Source, shape: tuple[int, ...], batch: Batch) -> list[Target]:
+    targets = [plan_target(name, key, project, raw, batch.export, shape[:4] + (1,), "uint32")
+               for name, key in batch.export.sources]
+    check_distinct_paths(targets)
+    return targets
 
 
 def _write(project: MulticutProject, raw: Source, segmentation: np.ndarray, shape: tuple[int, ...], batch: Batch,
            quiet: bool) -> list[str]:
     """The segmentation (tzyxc, uint32) written block by block into every export target."""
     options = batch.export
-    targets = [plan_target(name, key, project, raw, options, shape[:4] + (1,), "uint32")
-               for name, key in options.sources]
-    check_distinct_paths(targets)
+    targets = _targets(project, raw, shape, batch)
     block_shape = block_shape_for(batch.options.run, shape[:4] + (1,))
     grid = blk.plan_blocks(shape[:4] + (1,), block_shape, targets[0].region[:4] + (slice(0, 1),))
     for target in targets:
