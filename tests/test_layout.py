@@ -114,6 +114,8 @@ def test_modules_stay_readable(module):
 
 def test_every_workflow_read_has_a_run():
     from hpc_ilastik.project.reader import _READERS
-    from hpc_ilastik.workflows.headless import WORKFLOWS
+    from hpc_ilastik.workflows.headless import MODULES, workflow
 
-    assert set(_READERS) == set(WORKFLOWS)
+    assert set(_READERS) == set(MODULES)
+    for name in MODULES:  # each module runs the workflow of that name
+        assert workflow(name).name == name and callable(workflow(name).run)

@@ -1,21 +1,34 @@
-"""`run_headless`: open the project and hand it to the module of its workflow."""
+"""`run_headless`: open the project and hand it to the module of its workflow (imported then: each workflow
+brings its own libraries, e.g. scipy.ndimage for objects, which a pixel run never loads)."""
 
 from __future__ import annotations
 
+import importlib
+
 from hpc_ilastik.errors import UserError
+from hpc_ilastik.project.counting import COUNTING
+from hpc_ilastik.project.multicut import MULTICUT
+from hpc_ilastik.project.object_classification import WORKFLOWS as OBJECT_CLASSIFICATION
+from hpc_ilastik.project.pixel_classification import AUTOCONTEXT, PIXEL_CLASSIFICATION
 from hpc_ilastik.project.reader import open_project
-from hpc_ilastik.workflows import autocontext, counting, multicut, object_classification, pixel_classification
 from hpc_ilastik.workflows.options import HeadlessOptions
 from hpc_ilastik.workflows.workflow import Workflow
 
-WORKFLOWS: dict[str, Workflow] = {w.name: w for w in (
-    pixel_classification.WORKFLOW, autocontext.WORKFLOW, counting.WORKFLOW, multicut.WORKFLOW,
-    *object_classification.WORKFLOWS_BY_NAME.values())}
+# workflowName → the module of hpc_ilastik.workflows that runs it
+MODULES: dict[str, str] = {
+    PIXEL_CLASSIFICATION: "pixel_classification", AUTOCONTEXT: "autocontext", COUNTING: "counting",
+    MULTICUT: "multicut", **{name: "object_classification" for name in OBJECT_CLASSIFICATION}}
 # export options of one kind of workflow: option → (its spelling, the workflows that take it)
 _SPECIFIC = {
-    "table_filename": ("--table_filename", set(object_classification.WORKFLOWS_BY_NAME), "Object Classification"),
-    "csv_export_file": ("--csv-export-file", {counting.WORKFLOW.name}, counting.WORKFLOW.name),
+    "table_filename": ("--table_filename", set(OBJECT_CLASSIFICATION), "Object Classification"),
+    "csv_export_file": ("--csv-export-file", {COUNTING}, COUNTING),
 }
+
+
+def workflow(name: str) -> Workflow:
+    """The workflow a project names (its module imported now)."""
+    module = importlib.import_module(f"hpc_ilastik.workflows.{MODULES[name]}")
+    return getattr(module, "WORKFLOWS_BY_NAME", {}).get(name) or module.WORKFLOW
 
 
 def run_headless(options: HeadlessOptions) -> None:
@@ -24,4 +37,4 @@ def run_headless(options: HeadlessOptions) -> None:
     for field_name, (flag, workflows, kind) in _SPECIFIC.items():
         if getattr(options.export, field_name) is not None and project.workflow_name not in workflows:
             raise UserError(f"{flag} applies to {kind} projects; {project.path} is a {project.workflow_name} project")
-    WORKFLOWS[project.workflow_name].run(project, options)
+    workflow(project.workflow_name).run(project, options)
