@@ -24,9 +24,9 @@ from hpc_ilastik.project.multicut import MULTICUT, MulticutProject
 from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.distributed import from_root
 from hpc_ilastik.run.progress import Progress
-from hpc_ilastik.workflows import multicut_blockwise as blockwise
+from hpc_ilastik.workflows import multicut_blockwise
 from hpc_ilastik.workflows.batch import Batch, Lane, start_batch, training_image
-from hpc_ilastik.workflows.blockwise import block_shape_for, block_threads, write_blocks
+from hpc_ilastik.workflows.blockwise import block_shape_for, block_threads, memory_limit, write_blocks
 from hpc_ilastik.workflows.export import Target, check_distinct_paths, fingerprint, plan_target
 from hpc_ilastik.workflows.options import HeadlessOptions, RunOptions, TrainingOptions
 from hpc_ilastik.workflows.workflow import Workflow
@@ -51,12 +51,21 @@ def run(project: MulticutProject, options: HeadlessOptions) -> None:
     classifier = edge_classifier(project, options.training, options.run)
 
     def run_lane(lane: Lane, comm, quiet: bool) -> None:
-        if options.run.distributed:
-            run_image_blockwise(project, classifier, batch.open_lane(lane), batch, comm, quiet)
+        inputs = batch.open_lane(lane)
+        if options.run.distributed or whole_image_bytes(inputs) > memory_limit(1):
+            run_image_blockwise(project, classifier, inputs, batch, comm, quiet)
         else:
-            run_image(project, classifier, batch.open_lane(lane), batch, quiet)
+            run_image(project, classifier, inputs, batch, quiet)
 
     batch.for_each_lane(run_lane)
+
+
+def whole_image_bytes(inputs: Mapping[str, Source | None]) -> int:
+    """About what `run_image` holds at once: the raw and probability channels, the boundary and superpixels, and
+    the watershed's float32 temporaries (distance, smoothed maps, heights, labels)."""
+    shape = inputs["Raw Data"].shape_tzyxc
+    channels = shape[4] + inputs["Probabilities"].shape_tzyxc[4] + 8
+    return 4 * channels * int(np.prod(shape[:4]))
 
 
 def edge_classifier(project: MulticutProject, training: TrainingOptions, run: RunOptions) -> EdgeClassifier | None:
@@ -128,8 +137,9 @@ def run_image(project: MulticutProject, classifier: EdgeClassifier | None, input
 
 def run_image_blockwise(project: MulticutProject, classifier: EdgeClassifier | None,
                         inputs: Mapping[str, Source | None], batch: Batch, comm, quiet: bool) -> list[str]:
-    """`run_image` block by block across the ranks of `comm` (`multicut_blockwise`): the same segmentation,
-    with only tables on rank 0 (and the whole image there when the project's watershed is not blockwise)."""
+    """`run_image` block by block, across the ranks of `comm` (--distributed) or in one process when the whole
+    image would not fit in its memory (`multicut_blockwise`): the same segmentation, with only tables on rank 0
+    (and the whole image there when the project's watershed is not blockwise)."""
     raw, probabilities, given = inputs["Raw Data"], inputs["Probabilities"], inputs["Superpixels"]
     shape = _checked_shape(raw, [s for s in (probabilities, given, inputs["Groundtruth"]) if s is not None])
     if max(project.watershed.channels) >= probabilities.shape_tzyxc[4]:
@@ -137,19 +147,19 @@ def run_image_blockwise(project: MulticutProject, classifier: EdgeClassifier | N
                         f"but {probabilities.nickname!r} has {probabilities.shape_tzyxc[4]} channel(s)")
     targets = _targets(project, raw, shape, batch)
     threads = block_threads(batch.options.run, comm, None)
-    scratch = blockwise.scratch_folder(targets[0].path, comm)
+    scratch = multicut_blockwise.scratch_folder(targets[0].path, comm)
     try:
         ws = project.watershed
-        superpixels = blockwise.superpixel_reader(
+        superpixels = multicut_blockwise.superpixel_reader(
             project, raw, probabilities, given, scratch, comm, threads,
             lambda pmap: distance_transform_watershed(pmap, ws.threshold, ws.sigma, ws.sigma, ws.min_size, ws.alpha,
                                                       list(ws.pixel_pitch) or None)[0])
-        image = blockwise.ImageBlocks(raw, probabilities, ws.channels, superpixels, voxel_channels)
-        block_shape, whole, grid = blockwise.image_grid(image, batch, targets[0].region)
+        image = multicut_blockwise.ImageBlocks(raw, probabilities, ws.channels, superpixels, voxel_channels)
+        block_shape, whole, grid = multicut_blockwise.image_grid(image, batch, targets[0].region)
         if classifier is not None:
             _check_channels(project, [name for name, _ in image.channels((slice(0, 1),) * len(image.shape))])
-        found = blockwise.blockwise_features(image, wanted_features(project, classifier),
-                                             [blockwise.region_of(image, b) for b in whole], comm, threads)
+        found = multicut_blockwise.blockwise_features(image, wanted_features(project, classifier),
+                                             [multicut_blockwise.region_of(image, b) for b in whole], comm, threads)
         node_labels = None
         if found is not None:
             edges, matrix, columns, max_id = found
@@ -160,7 +170,7 @@ def run_image_blockwise(project: MulticutProject, classifier: EdgeClassifier | N
         node_labels = from_root(comm, node_labels)
 
         def write(block: blk.Block) -> None:
-            values = node_labels[superpixels(blockwise.region_of(image, block))].reshape(
+            values = node_labels[superpixels(multicut_blockwise.region_of(image, block))].reshape(
                 [s.stop - s.start for s in block.slices[:4]] + [1])
             for target in targets:
                 target.write(block, values)
@@ -171,7 +181,7 @@ def run_image_blockwise(project: MulticutProject, classifier: EdgeClassifier | N
         return write_blocks(grid, write, targets, comm, threads, Progress(len(grid), unit="blocks", quiet=quiet,
                             label=f"{raw.nickname}: export"), lambda block: (block.voxels,), raw.nickname)
     finally:
-        blockwise.remove_scratch(scratch, comm)
+        multicut_blockwise.remove_scratch(scratch, comm)
 
 
 def watershed_superpixels(project: MulticutProject, probs_zyxc: np.ndarray, threads: int) -> np.ndarray:
