@@ -234,3 +234,19 @@ def test_an_image_over_the_memory_budget_runs_block_by_block_in_one_process(tmp_
                           "--debug")
     assert "graph blocks computed" in capsys.readouterr().err  # the block-by-block path ran
     assert np.array_equal(blocks, whole) and not list(tmp_path.glob("*scratch*"))
+
+
+def test_a_2d_image_in_one_process_and_block_by_block(tmp_path, monkeypatch):
+    """A 2-D image (yx with channels) runs with a 3-D project's settings: superpixels, graph and multicut in 2-D,
+    the same segmentation whole and block by block."""
+    with h5py.File(SYNTHETIC[0].rsplit("/", 1)[0], "r") as f, h5py.File(tmp_path / "raw.h5", "w") as g:
+        g["data"] = f["data"][30]  # (y, x, c)
+    with h5py.File(SYNTHETIC[1].rsplit("/", 1)[0], "r") as f, h5py.File(tmp_path / "probs.h5", "w") as g:
+        g["exported_data"] = f["exported_data"][30]
+    project = _gui_project(tmp_path, 0.5, forest=False)
+    inputs = (f"{tmp_path}/raw.h5/data", f"{tmp_path}/probs.h5/exported_data")
+    whole = _segment_cli(project, tmp_path / "whole.h5", *inputs, "--input_axes=yxc")
+    assert whole.shape == (56, 32, 1) and whole.dtype == np.uint32 and 1 < len(np.unique(whole)) < 56 * 32 // 7
+    monkeypatch.setenv("LAZYFLOW_TOTAL_RAM_MB", "0.01")
+    blocks = _segment_cli(project, tmp_path / "blocks.h5", *inputs, "--input_axes=yxc", "--distributed_block_roi=16")
+    assert np.array_equal(blocks, whole)
