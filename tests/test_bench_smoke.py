@@ -1,6 +1,7 @@
 """The benchmark suite at --quick size: it runs end to end and its agreement checks pass (no timing asserts)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -58,3 +59,26 @@ def test_quick_objects_bench_runs_ours_the_baseline_and_two_ranks(tmp_path):
     assert result["ours"]["wall_s"] > 0 and result["ours"]["peak_mib"] > 0 and result["baseline_s"] > 0
     assert result["ilastik"] == "not run (--quick)"
     assert len(result["distributed_peak_mib"]["64³"]) == 2
+
+
+def test_quick_multicut_bench_runs_ours_the_skimage_baseline_and_the_cli(tmp_path):
+    report = tmp_path / "multicut.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "multicut.py"), "--quick", "--json", str(report)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(report.read_text())
+    assert result["all_checks_pass"] is True and result["workload"].startswith("64³") and result["cells"] > 0
+    assert result["cli"]["same_segmentation_as_in_process"] is True and result["cli"]["peak_mib"] > 0
+    ours, base = result["ours"], result["baseline"]
+    assert set(ours["stages"]) >= {"superpixels", "graph", "features", "costs", "kernighan_lin"}
+    assert set(base["stages"]) >= {"superpixels", "graph_and_features_numpy", "merge_below_0.5"}
+    assert all(s["s"] >= 0 and s["peak_mib"] > 0 for s in [*ours["stages"].values(), *base["stages"].values()])
+    assert ours["superpixels"] > ours["segments"] > 1 and ours["edges"] > ours["superpixels"]
+    assert ours["energy"] <= ours["gaec_energy"] + 1e-9 and ours["energy"] < ours["merge_attractive_energy"]
+    assert abs(ours["superpixels"] - base["superpixels"]) <= 0.05 * ours["superpixels"]
+    agreement = result["agreement"]
+    assert agreement["graph_on_our_superpixels_same_edges"] and agreement["graph_on_our_superpixels_max_mean_diff"] < 1e-5
+    assert result["same_heights_and_seeds"]["voxel_agreement"] >= 0.99
+    assert agreement["superpixels_ours_vs_skimage"]["error"] < 0.2
+    assert 0 <= agreement["vs_truth"]["our_multicut"]["error"] < 0.5

@@ -587,6 +587,7 @@ def solve_multicut(solver_name: str, n_nodes: int, edges: np.ndarray, weights: n
         raise UserError(f"unknown multicut solver {solver_name!r}; known solvers: {known}")
     if algorithm != solver_name:
         logger.warning("multicut solver %r is not available: running %r instead", solver_name, algorithm)
+    n_nodes = int(n_nodes)  # a numpy integer would give the numba kernels another signature
     edges, weights = check_problem(n_nodes, edges, weights)
     try:
         labels = SOLVERS[algorithm](n_nodes, edges, weights)
