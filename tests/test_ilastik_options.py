@@ -35,8 +35,11 @@ def _run(volume: str, out, *options: str) -> int:
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch, tmp_path):
+    """None of the variables the command line sets (--configfile, --progress_interval) outlives the test: set and
+    then deleted through monkeypatch, each is restored to its state before the test, whatever the test did."""
     for name in ("LAZYFLOW_THREADS", "LAZYFLOW_TOTAL_RAM_MB", "HPC_ILASTIK_PROGRESS_INTERVAL"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no user ilastik.ini
     monkeypatch.setenv("HOME", str(tmp_path))
 
