@@ -91,8 +91,8 @@ def superpixel_reader(project: MulticutProject, raw: Source, probabilities: Sour
             [s.stop - s.start for s in region]).astype(np.uint32)
     ws = project.watershed
     blocks = watershed_blocks(image_shape) if ws.blockwise else []
-    chunks = tuple(b.inner[i].stop - b.inner[i].start for i, b in ((i, blocks[0]) for i in range(len(image_shape)))) \
-        if blocks else tuple(min(n, 128) for n in image_shape)
+    # one chunk per watershed block (the first is whole, or the whole image along an axis it spans)
+    chunks = tuple(s.stop - s.start for s in blocks[0].inner) if blocks else tuple(min(n, 128) for n in image_shape)
     container = os.path.join(scratch, "superpixels.n5")
     writer = open_writer("n5", container, internal_path="superpixels", shape=image_shape, dtype=np.uint32,
                          axes="zyx"[-len(image_shape):], chunks=chunks, ranks=RankGroup(comm) if comm else None)
