@@ -116,12 +116,9 @@ def run_image(project: MulticutProject, classifier: EdgeClassifier | None, input
               batch: Batch, quiet: bool) -> list[str]:
     """Segment one image and write it; returns the output paths."""
     raw, probabilities, given = inputs["Raw Data"], inputs["Probabilities"], inputs["Superpixels"]
-    shape = _checked_shape(raw, [s for s in (probabilities, given, inputs["Groundtruth"]) if s is not None])
+    shape = _checked_shape(project, inputs)
     raw_zyxc = raw.read()[0].astype(np.float32, copy=False)
     probs_zyxc = probabilities.read()[0].astype(np.float32, copy=False)
-    if max(project.watershed.channels) >= probs_zyxc.shape[-1]:
-        raise UserError(f"the project's watershed uses probability channel(s) {list(project.watershed.channels)}, "
-                        f"but {probabilities.nickname!r} has {probs_zyxc.shape[-1]} channel(s)")
     if given is not None:
         superpixels = given.read()[0][..., 0].astype(np.uint32)
     else:
@@ -141,10 +138,7 @@ def run_image_blockwise(project: MulticutProject, classifier: EdgeClassifier | N
     image would not fit in its memory (`multicut_blockwise`): the same segmentation, with only tables on rank 0
     (and the whole image there when the project's watershed is not blockwise)."""
     raw, probabilities, given = inputs["Raw Data"], inputs["Probabilities"], inputs["Superpixels"]
-    shape = _checked_shape(raw, [s for s in (probabilities, given, inputs["Groundtruth"]) if s is not None])
-    if max(project.watershed.channels) >= probabilities.shape_tzyxc[4]:
-        raise UserError(f"the project's watershed uses probability channel(s) {list(project.watershed.channels)}, "
-                        f"but {probabilities.nickname!r} has {probabilities.shape_tzyxc[4]} channel(s)")
+    shape = _checked_shape(project, inputs)
     targets = _targets(project, raw, shape, batch)
     threads = block_threads(batch.options.run, comm, None)
     scratch = multicut_blockwise.scratch_folder(targets[0].path, comm)
@@ -191,16 +185,21 @@ def watershed_superpixels(project: MulticutProject, probs_zyxc: np.ndarray, thre
                             ws.blockwise, n_threads=threads)
 
 
-def _checked_shape(raw: Source, others: list[Source]) -> tuple[int, ...]:
-    """The raw image's tzyxc shape; UserError for a time series or an input of another size."""
+def _checked_shape(project: MulticutProject, inputs: Mapping[str, Source | None]) -> tuple[int, ...]:
+    """The raw image's tzyxc shape; UserError for a time series, an input of another size, or probabilities
+    without the channels the project's watershed uses."""
+    raw, probabilities = inputs["Raw Data"], inputs["Probabilities"]
     shape = tuple(raw.shape_tzyxc)
     if shape[0] > 1:
         raise UserError(f"{raw.nickname!r} has {shape[0]} time points; the Multicut workflow takes one 2-D or 3-D "
                         "image per input (zyx or yx, with channels), as ilastik does")
-    for other in others:
+    for other in (source for role, source in inputs.items() if role != "Raw Data" and source is not None):
         if tuple(other.shape_tzyxc)[:4] != shape[:4]:
             raise UserError(f"{other.nickname!r} has shape {tuple(other.shape_tzyxc)[:4]} (tzyx) but the raw data "
                             f"{raw.nickname!r} has {shape[:4]}: every input of an image must have its size")
+    if max(project.watershed.channels) >= probabilities.shape_tzyxc[4]:
+        raise UserError(f"the project's watershed uses probability channel(s) {list(project.watershed.channels)}, "
+                        f"but {probabilities.nickname!r} has {probabilities.shape_tzyxc[4]} channel(s)")
     return shape
 
 

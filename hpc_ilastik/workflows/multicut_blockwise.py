@@ -50,6 +50,12 @@ Region = tuple[slice, ...]  # of the image: (z, y, x), or (y, x) for a 2-D image
 Channels = list[tuple[str, np.ndarray]]
 
 
+def region_tzyxc(region: Region, flat: bool, channels: int) -> tuple[slice, ...]:
+    """The tzyxc slices (one time point, `channels` channels) of a region of a 2-D (`flat`) or 3-D image."""
+    zyx = ((slice(0, 1),) + tuple(region)) if flat else tuple(region)
+    return (slice(0, 1),) + zyx + (slice(0, channels),)
+
+
 class ImageBlocks:
     """The inputs of one image read region by region: the voxel channels ilastik stacks, and the superpixels."""
 
@@ -61,14 +67,11 @@ class ImageBlocks:
         self.flat = shape[1] == 1  # a 2-D image: ilastikrag sees (y, x)
         self.shape = shape[2:4] if self.flat else shape[1:4]
 
-    def tzyxc(self, region: Region, channels: int) -> tuple[slice, ...]:
-        zyx = ((slice(0, 1),) + tuple(region)) if self.flat else tuple(region)
-        return (slice(0, 1),) + zyx + (slice(0, channels),)
-
     def channels(self, region: Region) -> Channels:
         """The named voxel channels of a region, in the image's own dimensionality."""
-        raw = self.raw.read(self.tzyxc(region, self.raw.shape_tzyxc[4]))[0].astype(np.float32, copy=False)
-        probs = self.probabilities.read(self.tzyxc(region, self.probabilities.shape_tzyxc[4]))[0]
+        raw = self.raw.read(region_tzyxc(region, self.flat, self.raw.shape_tzyxc[4]))[0].astype(np.float32,
+                                                                                              copy=False)
+        probs = self.probabilities.read(region_tzyxc(region, self.flat, self.probabilities.shape_tzyxc[4]))[0]
         probs = probs.astype(np.float32, copy=False)
         named = self._voxel_channels(raw, probs, boundary_map(probs, self.watershed_channels))
         return [(name, array[0] if self.flat else array) for name, array in named]
@@ -80,14 +83,10 @@ def superpixel_reader(project: MulticutProject, raw: Source, probabilities: Sour
     """How to read the superpixels of a region: the given image, or the project's watershed computed into
     the scratch container (blockwise across the ranks, or whole on rank 0)."""
     shape = tuple(raw.shape_tzyxc)
-    image_shape = shape[2:4] if shape[1] == 1 else shape[1:4]
-
-    def tzyxc(region: Region, channels: int) -> tuple[slice, ...]:
-        zyx = ((slice(0, 1),) + tuple(region)) if shape[1] == 1 else tuple(region)
-        return (slice(0, 1),) + zyx + (slice(0, channels),)
-
+    flat = shape[1] == 1
+    image_shape = shape[2:4] if flat else shape[1:4]
     if given is not None:
-        return lambda region: given.read(tzyxc(region, 1))[0, ..., 0].reshape(
+        return lambda region: given.read(region_tzyxc(region, flat, 1))[0, ..., 0].reshape(
             [s.stop - s.start for s in region]).astype(np.uint32)
     ws = project.watershed
     blocks = watershed_blocks(image_shape) if ws.blockwise else []
@@ -98,9 +97,9 @@ def superpixel_reader(project: MulticutProject, raw: Source, probabilities: Sour
                          axes="zyx"[-len(image_shape):], chunks=chunks, ranks=RankGroup(comm) if comm else None)
 
     def pmap(region: Region) -> np.ndarray:
-        probs = probabilities.read(tzyxc(region, probabilities.shape_tzyxc[4]))[0].astype(np.float32, copy=False)
-        boundary = boundary_map(probs, ws.channels)
-        return boundary[0] if shape[1] == 1 else boundary
+        probs = probabilities.read(region_tzyxc(region, flat, probabilities.shape_tzyxc[4]))[0]
+        boundary = boundary_map(probs.astype(np.float32, copy=False), ws.channels)
+        return boundary[0] if flat else boundary
 
     if ws.blockwise:
         def one(block) -> int:
