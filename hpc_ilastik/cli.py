@@ -95,6 +95,8 @@ _ROLES = (
     ("Segmentation Image", "SEGMENTATION", "Object Classification from a binary image: objects are its connected "
                                            "components of equal non-zero value"),
     ("Label Image", "LABELS", "Object Classification from a label image: every non-zero id is one object"),
+    ("Binary Image", "BINARY", "Structured-learning tracking from a binary image: objects are its connected "
+                               "components (conservation tracking names this role --segmentation_image)"),
     ("Probabilities", "PROBABILITIES", "Multicut: the boundary probability map to segment (required)"),
     ("Superpixels", "SUPERPIXELS", "Multicut: superpixels to use as they are instead of the project's watershed"),
     ("Groundtruth", "GROUNDTRUTH", "Multicut: accepted as ilastik accepts it (it only serves training in the GUI)"),
@@ -210,6 +212,14 @@ def headless_parser() -> argparse.ArgumentParser:
                         "<name>_table.csv, HDF5 for a .h5/.hdf5 name. A project with stored table settings uses "
                         "them; without, unlike ilastik (which refuses), the table holds the features the object "
                         "classifier uses")
+
+    k = p.add_argument_group("tracking")
+    k.add_argument("--export_plugin", metavar="NAME",
+                   help="with --export_source=Plugin: CSV-Table, CellTrackingChallenge, Contours, Contours-With-Head, "
+                        "Multi-Worm-Tracker, Fiji-MaMuT or JSON (ours: the lineage graph, ids as in the label images); "
+                        "the file name is --output_filename_format with {result_type} = the plugin's name")
+    k.add_argument("--big_data_viewer_xml_file", metavar="PATH",
+                   help="the BigDataViewer XML file of the raw data (needed by --export_plugin=Fiji-MaMuT)")
 
     n = p.add_argument_group("cell density counting")
     n.add_argument("--csv-export-file", dest="csv_export_file", metavar="PATH",
@@ -358,7 +368,8 @@ def headless_options(args: argparse.Namespace) -> HeadlessOptions:
             internal_path=args.output_internal_path, export_dtype=args.export_dtype, axis_order=args.output_axis_order,
             pipeline_drange=args.pipeline_result_drange, export_drange=args.export_drange,
             cutout=args.cutout_subregion, table_filename=args.table_filename,
-            csv_export_file=args.csv_export_file),
+            csv_export_file=args.csv_export_file, export_plugin=args.export_plugin,
+            big_data_viewer_xml_file=args.big_data_viewer_xml_file),
         run=RunOptions(distributed=args.distributed, block_roi=args.distributed_block_roi, threads=args.threads,
                        quiet=args.quiet, stop_on_error=args.stop_on_error),
         training=TrainingOptions(retrain=args.retrain, tree_count=args.tree_count),

@@ -83,8 +83,8 @@ CASES = [
      ["--segmentation_image", "every input"]),
     ("counting project on a 1-channel image", ["--headless", "--project={fixtures}/CellDensityCounting2d3c.ilp", OUT,
                                                IMG], ["1 channel(s)", "regressors were trained on 30"]),
-    ("tracking project", ["--headless", "--project={fixtures}/TrackingwLearning5t2d_wPred.ilp", IMG],
-     ["Tracking", "not supported"]),
+    ("tracking project without its second input", ["--headless", "--project={fixtures}/TrackingwLearning5t2d_wPred.ilp",
+                                                   OUT, IMG], ["--prediction_maps", "every input"]),
     ("3 channels into a 1-channel project", _headless(OUT, "{in}/rgb.png"), ["3 channel", "trained on 2D images with 1 channel"]),
     ("3D volume into a 2D project", _headless(OUT, "{in}/volume.npy"), ["3D", "trained on 2D", "z=64"]),
     ("2D image into a 3D project", ["--headless", f"--project={PROJECT_3D}", OUT, IMG], ["2D", "trained on 3D"]),
@@ -174,9 +174,9 @@ def test_debug_shows_the_traceback(work, capsys):
 
 @pytest.mark.parametrize("argv, words", [
     (_headless("--export-source=Probabilities", IMG), ["--export_source"]),
-    (["--headless", "--project={fixtures}/TrackingwLearning5t2d_wPred.ilp", IMG], ["Tracking", "not supported"]),
+    (["--headless", "--project={fixtures}/TrackingwLearning5t2d_wPred.ilp", IMG], ["--prediction_maps"]),
     (_headless(OUT, "{in}/volume.npy"), ["trained on 2D"]),
-], ids=["dashed option", "unsupported workflow", "3D into 2D"])
+], ids=["dashed option", "tracking without its second input", "3D into 2D"])
 def test_the_real_command_exits_non_zero_without_traceback(work, argv, words):
     before = _hashes(work / "in")
     result = subprocess.run([sys.executable, "-m", "hpc_ilastik", *_fill(argv, work)], capture_output=True,

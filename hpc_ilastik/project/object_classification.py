@@ -67,14 +67,14 @@ def read_object_classification(f: h5py.File, common: Project) -> ObjectClassific
     blockwise = f.get("Blockwise Object Classification")
     return ObjectClassificationProject(
         **{slot.name: getattr(common, slot.name) for slot in fields(common)},
-        threshold=_threshold(f.get("ThresholdTwoLevels")) if common.workflow_name in (FROM_PREDICTIONS, FROM_PIXELS)
+        threshold=read_threshold(f.get("ThresholdTwoLevels")) if common.workflow_name in (FROM_PREDICTIONS, FROM_PIXELS)
         else None,
-        computed_features=_features(extraction.get("Features")) if extraction is not None else {},
-        selected_features=_features(group.get("SelectedFeatures")),
+        computed_features=read_feature_dict(extraction.get("Features")) if extraction is not None else {},
+        selected_features=read_feature_dict(group.get("SelectedFeatures")),
         label_names=[str(name) for name in read_list(group, "LabelNames") or []],
         classifier=read_classifier(forests) if forests is not None and any(k.startswith("Forest") for k in forests)
         else None,
-        object_labels=_object_labels(group.get("LabelInputs")),
+        object_labels=read_object_labels(group.get("LabelInputs")),
         block_shape_zyx=_dict_zyx(blockwise, "BlockShape3dDict", _DEFAULT_BLOCK),
         halo_zyx=_dict_zyx(blockwise, "HaloPadding3dDict", _DEFAULT_HALO),
         table=_table_settings(group.get("ExportSettings"), common.path),
@@ -83,7 +83,7 @@ def read_object_classification(f: h5py.File, common: Project) -> ObjectClassific
     )
 
 
-def _threshold(group: h5py.Group | None) -> ThresholdSettings:
+def read_threshold(group: h5py.Group | None) -> ThresholdSettings:
     """`ThresholdTwoLevels` with ilastik's legacy rules (SingleThreshold, CoreChannel = Channel)."""
     defaults = ThresholdSettings()
     if group is None:
@@ -106,7 +106,7 @@ def _threshold(group: h5py.Group | None) -> ThresholdSettings:
         channel=channel, core_channel=int(number("CoreChannel", channel)))
 
 
-def _features(group: h5py.Group | None) -> Features:
+def read_feature_dict(group: h5py.Group | None) -> Features:
     """A stored feature dictionary: plugin → feature → parameters (old projects nest it under "0")."""
     if group is None:
         return {}
@@ -131,7 +131,7 @@ def _parameters(item: h5py.Group | h5py.Dataset) -> dict[str, Any]:
     return values
 
 
-def _object_labels(group: h5py.Group | None) -> list[list[np.ndarray]]:
+def read_object_labels(group: h5py.Group | None) -> list[list[np.ndarray]]:
     """`LabelInputs`: per lane (0000, 0001, ...) per time frame (0, 1, ...) the class of each object."""
     if group is None:
         return []

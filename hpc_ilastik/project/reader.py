@@ -14,6 +14,8 @@ from hpc_ilastik.project.multicut import MULTICUT, read_multicut
 from hpc_ilastik.project.object_classification import WORKFLOWS as OBJECT_CLASSIFICATION
 from hpc_ilastik.project.object_classification import read_object_classification
 from hpc_ilastik.project.pixel_classification import AUTOCONTEXT, PIXEL_CLASSIFICATION, read_pixel_classification
+from hpc_ilastik.project.tracking import WORKFLOWS as TRACKING
+from hpc_ilastik.project.tracking import read_tracking
 
 # workflowName → the reader of that workflow's groups
 _READERS: dict[str, Callable[[h5py.File, Project], Project]] = {
@@ -22,9 +24,10 @@ _READERS: dict[str, Callable[[h5py.File, Project], Project]] = {
     **{name: read_object_classification for name in OBJECT_CLASSIFICATION},
     COUNTING: read_counting,
     MULTICUT: read_multicut,
+    **{name: read_tracking for name in TRACKING},
 }
 _SUPPORTED = (f"{PIXEL_CLASSIFICATION}, Autocontext ({AUTOCONTEXT}), Object Classification (every variant), {COUNTING}, "
-              f"Multicut ({MULTICUT})")
+              f"Multicut ({MULTICUT}), Tracking (conservation and structured learning, from binary or prediction images)")
 
 
 def open_project(path: str) -> Project:

@@ -11,17 +11,21 @@ from hpc_ilastik.project.multicut import MULTICUT
 from hpc_ilastik.project.object_classification import WORKFLOWS as OBJECT_CLASSIFICATION
 from hpc_ilastik.project.pixel_classification import AUTOCONTEXT, PIXEL_CLASSIFICATION
 from hpc_ilastik.project.reader import open_project
+from hpc_ilastik.project.tracking import WORKFLOWS as TRACKING
 from hpc_ilastik.workflows.options import HeadlessOptions
 from hpc_ilastik.workflows.workflow import Workflow
 
 # workflowName → the module of hpc_ilastik.workflows that runs it
 MODULES: dict[str, str] = {
     PIXEL_CLASSIFICATION: "pixel_classification", AUTOCONTEXT: "autocontext", COUNTING: "counting",
-    MULTICUT: "multicut", **{name: "object_classification" for name in OBJECT_CLASSIFICATION}}
+    MULTICUT: "multicut", **{name: "object_classification" for name in OBJECT_CLASSIFICATION},
+    **{name: "tracking" for name in TRACKING}}
 # export options of one kind of workflow: option → (its spelling, the workflows that take it)
 _SPECIFIC = {
     "table_filename": ("--table_filename", set(OBJECT_CLASSIFICATION), "Object Classification"),
     "csv_export_file": ("--csv-export-file", {COUNTING}, COUNTING),
+    "export_plugin": ("--export_plugin", set(TRACKING), "Tracking"),
+    "big_data_viewer_xml_file": ("--big_data_viewer_xml_file", set(TRACKING), "Tracking"),
 }
 
 

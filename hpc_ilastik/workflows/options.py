@@ -31,6 +31,8 @@ class ExportRequest:
     cutout: str | None = None
     table_filename: str | None = None   # Object Classification: the object table's file
     csv_export_file: str | None = None  # Cell Density Counting: the counts file
+    export_plugin: str | None = None    # Tracking: the plugin of --export_source=Plugin
+    big_data_viewer_xml_file: str | None = None  # Tracking: the raw data's BigDataViewer XML (Fiji-MaMuT)
 
 
 @dataclass(frozen=True)

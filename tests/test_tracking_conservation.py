@@ -1,0 +1,96 @@
+"""Conservation tracking headless on ilastik's own test video (`testConservationTrackingHeadless.py`): a project
+built as ilastik's smallVideoConservationTracking.ilp (tests/tracking_support.py), then every check of ilastik's
+test, and the Contours and Multi-Worm-Tracker exports byte for byte against ilastik's reference files."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from hpc_ilastik.cli import main
+from tests.conftest import FIXTURES
+from tests.tracking_support import check_ctc_folder, outline_agreement, read_outline, write_conservation_project
+
+INPUTS = FIXTURES / "inputdata"
+RAW = f"{INPUTS}/smallVideo.h5/data"
+SEGMENTATION = f"{INPUTS}/smallVideoSimpleSegmentation.h5/exported_data"
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    """A folder with the conservation project; each test exports into it."""
+    folder = tmp_path_factory.mktemp("smallVideo")
+    write_conservation_project(folder / "smallVideoConservationTracking.ilp", RAW, SEGMENTATION)
+    return folder
+
+
+def _export(folder: Path, *options: str) -> None:
+    argv = ["--headless", f"--project={folder / 'smallVideoConservationTracking.ilp'}", f"--raw_data={RAW}",
+            f"--segmentation_image={SEGMENTATION}", f"--output_filename_format={folder}/{{nickname}}_{{result_type}}",
+            "--quiet", *options]
+    assert main(argv) == 0
+
+
+def test_tracking_result(video):
+    """ilastik's testTrackingHeadless: shape (7, 408, 408, 1), three lineages and the background."""
+    _export(video, "--export_source=Tracking-Result")
+    with h5py.File(video / "smallVideo-data_Tracking-Result.h5") as f:
+        data = f["exported_data"][()]
+    assert data.shape == (7, 408, 408, 1)
+    assert len(np.unique(data)) == 3 + 1
+
+
+def test_csv_table(video):
+    """ilastik's testCSVExport: 23 rows, RegionRadii and RegionAxes columns, 2 mergers, 2 division children."""
+    _export(video, "--export_source=Plugin", "--export_plugin=CSV-Table")
+    data = np.genfromtxt(video / "smallVideo-data_CSV-Table.csv", dtype=float, delimiter=",", names=True)
+    assert data.shape[0] == 23
+    assert "Radii_of_the_object_0" in data.dtype.names
+    assert "Principal_components_of_the_object_0" in data.dtype.names
+    mergers = {(int(t), int(m)) for t, m in zip(data["frame"], data["mergerLabelId"]) if m != 0}
+    assert len(mergers) == 2
+    assert int(np.count_nonzero(data["parentTrackId"])) == 2
+
+
+def test_cell_tracking_challenge(video):
+    """ilastik's testCTCExport (5 tracks numbered 1-5, parents among them) and the challenge's format rules."""
+    _export(video, "--export_source=Plugin", "--export_plugin=CellTrackingChallenge")
+    folder = video / "smallVideo-data_CellTrackingChallenge"
+    tracks = np.genfromtxt(folder / "res_track.txt", dtype=np.uint32, delimiter=" ")
+    assert tracks.shape == (5, 4)
+    assert np.array_equal(np.sort(tracks[:, 0]), np.arange(1, 6))
+    assert all(p == 0 or p in tracks[:, 0] for p in tracks[:, 3])
+    assert check_ctc_folder(folder) == []
+    assert len(list(folder.glob("mask*.tif"))) == 7
+
+
+def test_contours_and_worm_tracker_match_ilastik(video, record_property):
+    """The Contours (.outline) and Multi-Worm-Tracker (.summary, .blobs) exports are ilastik's reference files."""
+    _export(video, "--export_source=Plugin", "--export_plugin=Contours")
+    _export(video, "--export_source=Plugin", "--export_plugin=Multi-Worm-Tracker")
+    agreement = outline_agreement(read_outline(video / "smallVideo-data_Contours.outline"),
+                                  read_outline(INPUTS / "smallVideo_Contours_reference.outline"))
+    assert agreement.identical, agreement.differences
+    same = {}
+    for suffix in ("outline", "summary", "blobs"):
+        ours = video / f"smallVideo-data_{'Contours' if suffix == 'outline' else 'Multi-Worm-Tracker'}.{suffix}"
+        name = "Contours" if suffix == "outline" else "Multi-Worm-Tracker"
+        same[suffix] = ours.read_bytes() == (INPUTS / f"smallVideo_{name}_reference.{suffix}").read_bytes()
+    assert all(same.values()), same
+    record_property("figures", "smallVideo Contours .outline, MWT .summary and .blobs: byte-identical to ilastik's "
+                               f"references ({agreement.equal} contour lines)")
+
+
+def test_mamut_and_json(video):
+    """Fiji-MaMuT (with the BigDataViewer XML) has one spot per tracked object; the JSON graph the same objects."""
+    _export(video, "--export_source=Plugin", "--export_plugin=Fiji-MaMuT",
+            f"--big_data_viewer_xml_file={INPUTS / 'smallVideoBdv.xml'}")
+    _export(video, "--export_source=Plugin", "--export_plugin=JSON")
+    spots = ElementTree.parse(video / "smallVideo-data_Fiji-MaMuT_mamut.xml").getroot().iter("Spot")
+    nodes = json.loads((video / "smallVideo-data_JSON.json").read_text())["nodes"]
+    assert len(list(spots)) == len(nodes) == 23
