@@ -5,6 +5,7 @@ passes the challenge's format rules; the options ilastik refuses are refused wit
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,10 @@ import numpy as np
 import pytest
 
 from hpc_ilastik.cli import main
+from hpc_ilastik.io.inputs import open_input
+from hpc_ilastik.project.reader import open_project
+from hpc_ilastik.workflows.options import HeadlessOptions, InputOptions
+from hpc_ilastik.workflows.tracking import measure_time_series, object_image, solve_image, tracking_classifiers
 from tests.conftest import FIXTURES
 from tests.tracking_support import check_ctc_folder
 
@@ -149,3 +154,43 @@ def test_one_frame_and_missing_role_refused(tmp_path):
     command = [a for a in command if not a.startswith("--binary_image")]
     done = subprocess.run([sys.executable, "-m", "hpc_ilastik", *command], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "needs --binary_image" in done.stderr
+
+
+@pytest.mark.parametrize("project", ["TrackingwLearning5t3d2c_wBin.ilp",
+                                     "inputdata/mitocheckStructuredLearningTrackingHytraWithDivisions.ilp",
+                                     "inputdata/mitocheckStructuredLearningTrackingHytraWithMergers.ilp"])
+def test_flow_solver_against_the_exact_one(project, record_property):
+    """dpct's kind of solver (successive shortest paths) on a fixture's real tracking problem: never below the
+    exact optimum, and close to it."""
+    path = str(FIXTURES / project)
+    tracking = open_project(path)
+    options = HeadlessOptions(project=path, inputs=InputOptions(files={}))
+    _, raw, second = PROJECTS[project]
+    image = object_image(tracking, open_input(str(FIXTURES / raw), None, "z"),
+                         open_input(str(FIXTURES / second), None, "z"), options)
+    classifiers = tracking_classifiers(tracking, options)
+    measured, tables = measure_time_series(image, classifiers.division is not None, None, 1, True)
+    exact = solve_image(tracking, classifiers, image, measured, tables, "ilp")
+    flow = solve_image(tracking, classifiers, image, measured, tables, "flow")
+    assert flow.energy >= exact.energy - 1e-6 * abs(exact.energy)
+    gap = (flow.energy - exact.energy) / abs(exact.energy)
+    assert gap < 0.05
+    record_property("figures", f"{Path(project).name}: flow solver energy {flow.energy:.4f}, exact {exact.energy:.4f} "
+                               f"(gap {100 * gap:.3f} %)")
+
+
+def test_project_without_classifier_refused(tmp_path):
+    """No object count forest and no labelled objects to train one: one line, before any work."""
+    project = tmp_path / "untrained.ilp"
+    shutil.copy(FIXTURES / "TrackingwLearning5t2d1c_wBin.ilp", project)
+    with h5py.File(project, "r+") as f:
+        del f["CountClassification/ClassifierForests"]
+        for frame in f["CountClassification/LabelInputs/0000"].values():
+            frame[...] = 0
+    _, raw, second = PROJECTS["TrackingwLearning5t2d1c_wBin.ilp"]
+    command = ["--headless", f"--project={project}", f"--raw_data={FIXTURES / raw}", f"--binary_image={FIXTURES / second}",
+               f"--output_filename_format={tmp_path}/x"]
+    done = subprocess.run([sys.executable, "-m", "hpc_ilastik", *command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "no trained object count classifier and no labelled objects" in done.stderr
+    assert not list(tmp_path.glob("x*"))

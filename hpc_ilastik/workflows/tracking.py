@@ -214,12 +214,9 @@ def _labelled_objects(project: TrackingProject, options: HeadlessOptions, group:
     for lane_index, frames in enumerate(group.object_labels):
         if not any(np.count_nonzero(frame) for frame in frames):
             continue
-        image = _object_image(project, training_image(project, lane_index), training_image(project, lane_index,
+        image = object_image(project, training_image(project, lane_index), training_image(project, lane_index,
                                                                                               roles[1]), options)
-        threads = block_threads(options.run, None, image.grid)
-        measured = measure_objects(image, _wanted(image), None, threads, True,
-                                   memory_limit(threads))
-        tables = _with_division_features(image, measured) if divisions else [f.features for f in measured]
+        _, tables = measure_time_series(image, divisions, None, block_threads(options.run, None, image.grid), True)
         for table, labels in zip(tables, frames):
             rows = np.flatnonzero(labels[:len(table[DEFAULT_PLUGIN]["Count"])])
             rows = rows[rows > 0]
@@ -230,7 +227,7 @@ def _labelled_objects(project: TrackingProject, options: HeadlessOptions, group:
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _object_image(project: TrackingProject, raw: Source, segmentation: Source, options: HeadlessOptions) -> ObjectImage:
+def object_image(project: TrackingProject, raw: Source, segmentation: Source, options: HeadlessOptions) -> ObjectImage:
     """A time series and its binary image or prediction maps, checked against each other and the project."""
     shape = tuple(raw.shape_tzyxc)
     seg_shape = tuple(segmentation.shape_tzyxc)
@@ -281,12 +278,10 @@ def _with_division_features(image: ObjectImage, measured: list[MeasuredFrame]) -
 def run_image(project: TrackingProject, classifiers: Classifiers, raw: Source, segmentation: Source, batch: Batch,
               plugin: str | None, comm, quiet: bool) -> list[str]:
     """Find, measure and track the objects of one time series; write the export source or plugin."""
-    image = _object_image(project, raw, segmentation, batch.options)
+    image = object_image(project, raw, segmentation, batch.options)
     threads = block_threads(batch.options.run, comm, image.grid)
-    measured = measure_objects(image, _wanted(image), comm, threads, quiet, memory_limit(threads))
+    measured, tables = measure_time_series(image, classifiers.division is not None, comm, threads, quiet)
     if measured is not None:  # rank 0
-        tables = _with_division_features(image, measured) if classifiers.division is not None else \
-            [frame.features for frame in measured]
         outcome = solve_image(project, classifiers, image, measured, tables)
         if plugin is not None:
             paths = write_plugin(plugin, plugin_export(image, measured, outcome, tables, batch),
@@ -297,10 +292,21 @@ def run_image(project: TrackingProject, classifiers: Classifiers, raw: Source, s
     return _write_images(project, image, measured, outcome, batch, comm, threads, quiet)
 
 
+def measure_time_series(image: ObjectImage, divisions: bool, comm, threads: int,
+                        quiet: bool) -> tuple[list[MeasuredFrame] | None, list[dict] | None]:
+    """Every frame's objects and tracking features (blocks and objects shared over threads or ranks); with
+    `divisions` the division features too. Rank 0 gets (frames, feature tables), the others (None, None)."""
+    measured = measure_objects(image, _wanted(image), comm, threads, quiet, memory_limit(threads))
+    if measured is None:
+        return None, None
+    return measured, _with_division_features(image, measured) if divisions else [f.features for f in measured]
+
+
 def solve_image(project: TrackingProject, classifiers: Classifiers, image: ObjectImage, measured: list[MeasuredFrame],
-                tables: list[dict]) -> TrackingOutcome:
+                tables: list[dict], solver: str = "auto") -> TrackingOutcome:
     """Classifiers, traxels, tracking, merger resolution and lineage of one measured time series (rank 0);
-    `tables` are the frames' features (with the division features when the project tracks divisions)."""
+    `tables` are the frames' features (with the division features when the project tracks divisions); `solver`
+    as `tracking.solve.solve_tracking` takes it."""
     parameters = tracking_parameters(project, tuple(image.raw.shape_tzyxc))
     max_obj = parameters.max_obj
     frames, labels, centers, det, div, keep = [], [], [], [], [], []
@@ -332,7 +338,7 @@ def solve_image(project: TrackingProject, classifiers: Classifiers, image: Objec
                            np.concatenate(div)[keep] if div else None, max_obj=max_obj)
     log.info("%s: %d objects in %d frames, %d kept by the traxel filter", image.raw.nickname, len(keep),
              len(measured), len(traxels))
-    result = track(traxels, parameters)
+    result = track(traxels, parameters, solver)
     log.info("%s: tracking energy %.6g (%s)", image.raw.nickname, result.solution.energy, result.solution.solver)
     if project.annotations is not None:
         if _is_project_image(project, image.raw):
