@@ -127,3 +127,21 @@ def test_distributed_equals_one_process(video, tmp_path, record_property):
     record_property("figures", f"smallVideo tracking, mpiexec -n 2 --distributed (9 blocks per frame) vs one "
                                f"process: Tracking-Result identical ({len(np.unique(serial)) - 1} labels), CSV "
                                "identical")
+
+
+def test_merger_result_and_identities(video):
+    """Merger-Result shows the lineage of exactly the objects split from mergers (their ids in Object-Identities
+    are the CSV rows with a mergerLabelId), 0 elsewhere; Object-Identities holds the merger-relabelled ids."""
+    _export(video, "--export_source=Merger-Result,Object-Identities,Tracking-Result")
+    _export(video, "--export_source=Plugin", "--export_plugin=CSV-Table")
+    images = {}
+    for name in ("Merger-Result", "Object-Identities", "Tracking-Result"):
+        with h5py.File(video / f"smallVideo-data_{name}.h5") as f:
+            images[name] = f["exported_data"][()][..., 0]
+    table = np.genfromtxt(video / "smallVideo-data_CSV-Table.csv", dtype=float, delimiter=",", names=True)
+    split = np.zeros(images["Object-Identities"].shape, dtype=bool)
+    for row in table[table["mergerLabelId"] != 0]:
+        split[int(row["frame"])] |= images["Object-Identities"][int(row["frame"])] == int(row["labelimageId"])
+    assert split.any()
+    assert np.array_equal(images["Merger-Result"] > 0, split)
+    assert np.array_equal(images["Merger-Result"][split], images["Tracking-Result"][split])

@@ -31,7 +31,7 @@ from hpc_ilastik.project.tracking import (
     TrackingProject,
 )
 from hpc_ilastik.run import blocks as blk
-from hpc_ilastik.run.distributed import from_root
+from hpc_ilastik.run.distributed import from_root, map_items
 from hpc_ilastik.run.progress import Progress
 from hpc_ilastik.tracking import features as tracking_features
 from hpc_ilastik.tracking.annotations import annotation_agreement
@@ -259,20 +259,25 @@ def frame_labels(image: ObjectImage, frame: MeasuredFrame, t: int) -> np.ndarray
     return labels
 
 
-def _with_division_features(image: ObjectImage, measured: list[MeasuredFrame]) -> list[dict]:
+def _division_tables(image: ObjectImage, measured: list[MeasuredFrame], comm, threads: int,
+                     quiet: bool) -> list[dict] | None:
     """Every frame's feature table with ilastik's "Cell Division Features" added (from frame t + 1; ilastik gives
-    the last two frames the defaults, see `has_successor_features`)."""
+    the last two frames the defaults, see `has_successor_features`), frames shared over threads or ranks (every
+    rank needs `measured`); rank 0 gets the tables, the others None."""
     ndim = 2 if image.frame_shape[0] == 1 else 3
-    tables = []
-    for t, frame in enumerate(measured):
+
+    def division(t: int) -> dict[str, np.ndarray]:
         following = labels = None
         if tracking_features.has_successor_features(t, len(measured)):
             following, labels = measured[t + 1].features, frame_labels(image, measured[t + 1], t + 1)
-        table = {plugin: dict(values) for plugin, values in frame.features.items()}
-        table[tracking_features.DIVISION_PLUGIN] = tracking_features.division_features(frame.features, following,
-                                                                                       labels, ndim)
-        tables.append(table)
-    return tables
+        return tracking_features.division_features(measured[t].features, following, labels, ndim)
+
+    progress = Progress(len(measured), unit="frames", quiet=quiet, label=f"{image.raw.nickname}: division features")
+    computed = map_items(list(range(len(measured))), division, comm, threads=threads, progress=progress,
+                         unit="frames", describe=lambda t: f"frame {t}")
+    if computed is None:
+        return None
+    return [{**frame.features, tracking_features.DIVISION_PLUGIN: own} for frame, own in zip(measured, computed)]
 
 
 def run_image(project: TrackingProject, classifiers: Classifiers, raw: Source, segmentation: Source, batch: Batch,
@@ -297,9 +302,11 @@ def measure_time_series(image: ObjectImage, divisions: bool, comm, threads: int,
     """Every frame's objects and tracking features (blocks and objects shared over threads or ranks); with
     `divisions` the division features too. Rank 0 gets (frames, feature tables), the others (None, None)."""
     measured = measure_objects(image, _wanted(image), comm, threads, quiet, memory_limit(threads))
-    if measured is None:
-        return None, None
-    return measured, _with_division_features(image, measured) if divisions else [f.features for f in measured]
+    if divisions:
+        measured = from_root(comm, measured)
+        tables = _division_tables(image, measured, comm, threads, quiet)
+        return (measured, tables) if tables is not None else (None, None)
+    return measured, None if measured is None else [frame.features for frame in measured]
 
 
 def solve_image(project: TrackingProject, classifiers: Classifiers, image: ObjectImage, measured: list[MeasuredFrame],
