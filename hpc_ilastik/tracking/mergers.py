@@ -130,11 +130,14 @@ def _unresolved_graph(tracks: TrackGraph) -> _Digraph:
 def _fit(coordinates: np.ndarray, count: int, random_state: int):
     """`resolveMergerForCoords`: a fitted scikit-learn GaussianMixture with `count` components, fitted to the pixels
     in the order ilastik lists them (`np.where` on the x, y, z frame: sorted by x, then y, then z), since k-means'
-    random initialisation depends on that order."""
+    random initialisation depends on that order. One thread: a merger has a few thousand pixels, and OpenMP/BLAS
+    threads cost more than they save there (10x on a busy node)."""
     from sklearn.mixture import GaussianMixture  # lazy: sklearn's import is slow
+    from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
     gmm = GaussianMixture(n_components=count, random_state=random_state)
-    gmm.fit(coordinates[np.lexsort(coordinates.T[::-1])])
+    with threadpool_limits(limits=1):
+        gmm.fit(coordinates[np.lexsort(coordinates.T[::-1])])
     if not gmm.converged_:
         raise RuntimeError("the Gaussian mixture of a merger did not converge")
     return gmm
