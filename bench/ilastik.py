@@ -210,8 +210,10 @@ def difference(work: Workload, ours: Path, theirs: Path) -> dict:
     if work.labels:
         return {"same_shape": True, "identical": bool(np.array_equal(x, y)), "voxels_differing": int(np.sum(x != y))}
     diff = np.abs(x.astype(np.float64) - y)
-    return {"same_shape": True, "max_diff": float(diff.max()), "off_fraction": float(np.mean(diff >= OFF)),
-            "argmax_agreement": float(np.mean(x.argmax(axis=-1) == y.argmax(axis=-1)))}
+    argmax_differs = int(np.sum(x.argmax(axis=-1) != y.argmax(axis=-1)))
+    return {"same_shape": True, "max_diff": float(diff.max()), "values": int(diff.size),
+            "values_off": int(np.sum(diff >= OFF)), "pixels": int(diff.size // diff.shape[-1]),
+            "argmax_differs": argmax_differs, "argmax_agreement": 1 - argmax_differs / (diff.size // diff.shape[-1])}
 
 
 def measure(work: Workload, folder: Path, oracle: Path | None, rounds: int, warm_up: bool) -> dict:
@@ -255,8 +257,9 @@ def summary(runs: list[dict]) -> dict:
 
 def ratios(theirs: dict, ours: dict) -> dict:
     per_round = [t / o for t, o in zip(theirs["walls_s"], ours["walls_s"])]
+    cpu = theirs["cpu_s"] / ours["cpu_s"] if theirs["cpu_s"] and ours["cpu_s"] else None
     return {"wall": theirs["wall_s"] / ours["wall_s"], "wall_per_round": [min(per_round), max(per_round)],
-            "memory": theirs["peak_mib"] / ours["peak_mib"]}
+            "cpu": cpu, "memory": theirs["peak_mib"] / ours["peak_mib"]}
 
 
 def targets(work: Workload, measured: dict | None) -> dict:
@@ -309,8 +312,8 @@ def _difference(r: dict) -> str:
         return f"**shapes differ**: ours {d['shapes']['ours']}, ilastik {d['shapes']['ilastik']}"
     if "identical" in d:
         return "identical" if d["identical"] else f"**{d['voxels_differing']} voxels differ**"
-    return (f"max \\|diff\\| {d['max_diff']:.2g}; {100 * d['off_fraction']:.3f} % off by ≥ {OFF}; "
-            f"argmax {100 * d['argmax_agreement']:.3f} %")
+    return (f"max |diff| {d['max_diff']:.2g}; {d['values_off']:,} of {d['values']:,} values off by ≥ {OFF}; "
+            f"argmax differs at {d['argmax_differs']:,} of {d['pixels']:,} pixels")
 
 
 def _targets(r: dict) -> str:
@@ -331,7 +334,7 @@ def markdown(results: list[dict], info: dict) -> str:
              f"{info['rounds']} alternating round(s){'' if info['quick'] else ' after a warm-up'} (+spread: slowest "
              "over fastest); peak memory: "
              f"{info['memory_measure']}, largest of the rounds.", "",
-             "| workload | ilastik wall | ours wall | wall ratio (per round) | ilastik peak | ours peak | memory ratio "
+             "| workload | ilastik wall | ours wall | wall ratio (per round; CPU) | ilastik peak | ours peak | memory ratio "
              "| our difference to ilastik | targets |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         cells = [f"**{r['workload']}**: {r['title']}"]
@@ -339,11 +342,11 @@ def markdown(results: list[dict], info: dict) -> str:
             cells.append(_wall(r[name]) if name in r else f"failed: {r['errors'][name][-200:]}"
                          if name in r["errors"] else "not run")
         ratio = r.get("ratios")
-        cells.append(f"**{ratio['wall']:.1f}×** ({ratio['wall_per_round'][0]:.1f}-{ratio['wall_per_round'][1]:.1f})"
-                     if ratio else "")
+        cells.append(f"**{ratio['wall']:.1f}×** ({ratio['wall_per_round'][0]:.1f}-{ratio['wall_per_round'][1]:.1f}"
+                     + (f"; CPU time {ratio['cpu']:.1f}×)" if ratio["cpu"] else ")") if ratio else "")
         cells += [_peaks(r[name]) if name in r else "" for name in ("ilastik", "ours")]
         cells += [f"**{ratio['memory']:.1f}×**" if ratio else "", _difference(r), _targets(r)]
-        lines.append("| " + " | ".join(c.replace("\n", " ") for c in cells) + " |")
+        lines.append("| " + " | ".join(c.replace("\n", " ").replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
 

@@ -408,3 +408,18 @@ def test_a_float_label_image_is_refused(tmp_path, capsys):
             f"--raw_data={INPUTS / '2d3c.h5/data'}", f"--label_image={labels}", f"--output_filename_format={tmp_path}/x"]
     assert main(argv) == 2
     assert "integer object ids" in capsys.readouterr().err
+
+
+def test_cutout_exports_the_region_of_the_whole_images_objects(tmp_path):
+    """--cutout_subregion: the objects (and their ids) stay those of the whole image, only the region is written."""
+
+    argv = ["--headless", f"--project={FIXTURES / 'ObjectClassification5t2d1c_wSeg.ilp'}",
+            f"--raw_data={FIXTURES / 'inputdata/5t2d1c.h5/data'}",
+            f"--segmentation_image={FIXTURES / 'inputdata/5t2d1c_Binary_Segmentation.h5/exported_data'}",
+            "--export_source=Object Identities", "--quiet"]
+    assert main(argv + [f"--output_filename_format={tmp_path}/whole.h5"]) == 0
+    assert main(argv + [f"--output_filename_format={tmp_path}/cut.h5", "--cutout_subregion=[(1,3,5,0),(3,20,70,1)]"]) == 0
+    with h5py.File(tmp_path / "whole.h5") as f, h5py.File(tmp_path / "cut.h5") as g:
+        whole, cut = f["exported_data"][()], g["exported_data"][()]
+    assert cut.shape == (2, 17, 65, 1)
+    assert np.array_equal(cut, whole[1:3, 3:20, 5:70]) and cut.max() > 0

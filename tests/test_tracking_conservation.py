@@ -145,3 +145,17 @@ def test_merger_result_and_identities(video):
     assert split.any()
     assert np.array_equal(images["Merger-Result"] > 0, split)
     assert np.array_equal(images["Merger-Result"][split], images["Tracking-Result"][split])
+
+
+def test_cutout(video, tmp_path):
+    """--cutout_subregion writes that region of the tracking of the whole video (objects, mergers split and
+    lineages as without it)."""
+    _export(video, "--export_source=Tracking-Result")
+    argv = ["--headless", f"--project={video / 'smallVideoConservationTracking.ilp'}", f"--raw_data={RAW}",
+            f"--segmentation_image={SEGMENTATION}", f"--output_filename_format={tmp_path}/cut.h5", "--quiet",
+            "--export_source=Tracking-Result", "--cutout_subregion=[(1,50,60,0),(3,150,400,1)]"]
+    assert main(argv) == 0
+    with h5py.File(video / "smallVideo-data_Tracking-Result.h5") as f, h5py.File(tmp_path / "cut.h5") as g:
+        whole, cut = f["exported_data"][()], g["exported_data"][()]
+    assert cut.shape == (2, 100, 340, 1)
+    assert np.array_equal(cut, whole[1:3, 50:150, 60:400]) and cut.max() > 1

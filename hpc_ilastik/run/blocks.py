@@ -8,7 +8,10 @@ from __future__ import annotations
 import ast
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from hpc_ilastik.errors import UserError
 
@@ -82,6 +85,25 @@ class Block:
     def __str__(self) -> str:
         extents = ", ".join(f"{axis} {s.start}:{s.stop}" for axis, s in zip(AXES, self.slices))
         return f"block {self.number} ({extents})"
+
+
+def clip_blocks(grid: Sequence[Block], region: tuple[slice, ...]) -> list[Block]:
+    """The blocks of `grid` cut to `region` (tzyx slices; the channel slice of each block is kept): each keeps
+    its number and grid index, its `out_slices` become relative to the region; blocks outside it are left out."""
+    clipped = []
+    for block in grid:
+        inside = [slice(max(s.start, r.start), min(s.stop, r.stop)) for s, r in zip(block.slices[:4], region[:4])]
+        if all(s.start < s.stop for s in inside):
+            out = [slice(s.start - r.start, s.stop - r.start) for s, r in zip(inside, region[:4])]
+            clipped.append(Block(block.number, block.index, tuple(inside) + block.slices[4:],
+                                 tuple(out) + block.out_slices[4:]))
+    return clipped
+
+
+def crop_to(values: np.ndarray, whole: Block, part: Block, first_axis: int = 1) -> np.ndarray:
+    """Values computed for block `whole` (axes from tzyx axis `first_axis` on) cut to its part `part`."""
+    return values[tuple(slice(p.start - w.start, p.stop - w.start)
+                        for p, w in zip(part.slices[first_axis:4], whole.slices[first_axis:4]))]
 
 
 def _bounds(region: tuple[slice, ...] | None, shape_tzyxc: tuple[int, ...]) -> tuple[slice, ...]:

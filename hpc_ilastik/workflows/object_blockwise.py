@@ -7,7 +7,6 @@ crossing block borders are classified from what each block sees of them (ilastik
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,17 +36,19 @@ def write_blockwise(results: Sequence[MeasuredFrame], project: ObjectClassificat
     raw = image.raw
     shape = tuple(raw.shape_tzyxc)
     block_shape = (1,) + tuple(min(b, n) for b, n in zip(project.block_shape_zyx, shape[1:4])) + (shape[4],)
-    grid = blk.plan_blocks(shape[:4] + (1,), block_shape[:4] + (1,))
+    whole_grid = blk.plan_blocks(shape[:4] + (1,), block_shape[:4] + (1,))
+    grid = blk.clip_blocks(whole_grid, targets[0].region)  # --cutout_subregion: ilastik's blocks, cut
     for target in targets:
         target.open(batch.export, raw, block_shape, (0.0, 1.0) if target.key == BLOCKWISE_SOURCES[1] else None, comm,
                     fingerprint(project, raw, batch.export, target.name, block_shape))
     wanted = project.selected_features
 
-    def write(block: blk.Block) -> None:
+    def write(part: blk.Block) -> None:
+        block = whole_grid[part.number]
         t = block.index[0]
         region = tuple(slice(max(s.start - h, 0), min(s.stop + h, n))
                        for s, h, n in zip(block.slices[1:4], project.halo_zyx, shape[1:4]))
-        inner = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(block.slices[1:4], region))
+        inner = tuple(slice(s.start - r.start, s.stop - r.start) for s, r in zip(part.slices[1:4], region))
         pixels = raw.read((slice(t, t + 1),) + region + (slice(0, shape[4]),))
         values = _segmentation(image, results[t], t, region)
         local = ObjectImage(_array_source(raw, pixels), _array_source(raw, values[np.newaxis, ..., np.newaxis]),
@@ -58,10 +59,10 @@ def write_blockwise(results: Sequence[MeasuredFrame], project: ObjectClassificat
         ids = local.object_ids(local.grid[0], frame)[inner]
         for target in targets:
             painted = classes[ids][..., np.newaxis] if target.key == BLOCKWISE_SOURCES[0] else probabilities[ids]
-            target.write(block, painted[np.newaxis])
+            target.write(part, painted[np.newaxis])
 
     progress = Progress(len(grid), unit="blocks", quiet=quiet, label=f"{raw.nickname}: blockwise objects",
-                        total_voxels=math.prod(shape[:4]))
+                        total_voxels=sum(part.voxels for part in grid))
     return write_blocks(grid, write, targets, comm, threads, progress, lambda block: (block.voxels,), raw.nickname)
 
 

@@ -269,14 +269,14 @@ def _write_exports(results: list[FrameResult], project: ObjectClassificationProj
 
     def write(block: blk.Block) -> None:
         result = results[block.index[0]]
-        ids = image.object_ids(block, result)
+        ids = image.export_ids(block, result)
         for target in targets:
             target.write(block, _source(target.key, ids, result, image, block)[np.newaxis])
 
-    progress = Progress(len(image.grid), unit="blocks", quiet=quiet, label=f"{raw.nickname}: export",
-                        total_voxels=math.prod(raw.shape_tzyxc[:4]))
-    return write_blocks(image.grid, write, targets, comm, threads, progress, lambda block: (block.voxels,),
-                        raw.nickname)
+    grid = image.export_grid(targets[0].region)
+    progress = Progress(len(grid), unit="blocks", quiet=quiet, label=f"{raw.nickname}: export",
+                        total_voxels=sum(block.voxels for block in grid))
+    return write_blocks(grid, write, targets, comm, threads, progress, lambda block: (block.voxels,), raw.nickname)
 
 
 def _source(name: str, ids: np.ndarray, result: FrameResult, image: ObjectImage, block: blk.Block) -> np.ndarray:

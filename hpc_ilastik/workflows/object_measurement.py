@@ -78,6 +78,16 @@ class ObjectImage:
         values, _ = self.labelled(block)
         return frame.block_maps[self.positions[block.number][1]][self.segmenter.local_labels(values)]
 
+    def export_grid(self, region: tuple[slice, ...]) -> list[blk.Block]:
+        """The grid's blocks cut to an export region (`--cutout_subregion`, see `blocks.clip_blocks`); the objects
+        stay those of the whole image, as in ilastik."""
+        return blk.clip_blocks(self.grid, region)
+
+    def export_ids(self, block: blk.Block, frame: MeasuredFrame) -> np.ndarray:
+        """A block of `export_grid`'s object ids (z, y, x): those of the grid block it was cut from, cut alike."""
+        whole = self.grid[block.number]
+        return blk.crop_to(self.object_ids(whole, frame), whole, block)
+
     def object_mask(self, t: int, objects: ObjectTable, k: int, extent: tuple[slice, ...]) -> np.ndarray:
         """The pixels of object k (row) of frame t in a crop `extent` (z, y, x) that holds the whole object."""
         halo = self.segmenter.halo(self.frame_shape)

@@ -8,7 +8,6 @@ on rank 0 (a small graph), then the export images written block by block across 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass
 
@@ -461,16 +460,16 @@ def _write_images(project: TrackingProject, image: ObjectImage, measured: list[M
 
     def write(block: blk.Block) -> None:
         t = block.index[0]
-        ids = outcome.relabelled(image.object_ids(block, measured[t]), t, tuple(s.start for s in block.slices[1:4]),
+        ids = outcome.relabelled(image.export_ids(block, measured[t]), t, tuple(s.start for s in block.slices[1:4]),
                                  image.frame_shape)
         for target in targets:
             values = ids if target.key == IDENTITIES else maps[target.key][t][ids]
             target.write(block, values[np.newaxis, ..., np.newaxis])
 
-    progress = Progress(len(image.grid), unit="blocks", quiet=quiet, label=f"{raw.nickname}: export",
-                        total_voxels=math.prod(raw.shape_tzyxc[:4]))
-    return write_blocks(image.grid, write, targets, comm, threads, progress, lambda block: (block.voxels,),
-                        raw.nickname)
+    grid = image.export_grid(targets[0].region)
+    progress = Progress(len(grid), unit="blocks", quiet=quiet, label=f"{raw.nickname}: export",
+                        total_voxels=sum(block.voxels for block in grid))
+    return write_blocks(grid, write, targets, comm, threads, progress, lambda block: (block.voxels,), raw.nickname)
 
 
 WORKFLOWS_BY_NAME = {name: Workflow(name=name, roles=ROLES[name], run=run) for name in WORKFLOWS}
