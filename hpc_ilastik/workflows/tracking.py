@@ -351,7 +351,7 @@ def solve_image(project: TrackingProject, classifiers: Classifiers, image: Objec
             agreement = annotation_agreement(result.tracks, project.annotations.labels, project.annotations.divisions)
             log.info("%s: %s", image.raw.nickname, agreement.summary())
         else:
-            log.info("%s: the project's track annotations were made on an image of another shape; not compared",
+            log.info("%s: the project's track annotations were made on another image; not compared",
                      image.raw.nickname)
     tracks, mergers = result.tracks, []
     if project.parameters["withMergerResolution"]:
