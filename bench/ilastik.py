@@ -2,7 +2,7 @@
 whole commands alternating in one batch; ratios of wall time and of peak memory, and our difference to
 ilastik's output, per workload.
 
-    python bench/ilastik.py                                  # every workload, 3 rounds (~20 min on 2 cores)
+    python bench/ilastik.py                                  # every workload, 3 rounds (~10 min on 2 cores)
     python bench/ilastik.py --workloads A,2d --rounds 5 --json out.json
     python bench/ilastik.py --quick                          # small inputs, 1 round, no warm-up (CI smoke run)
     python bench/ilastik.py --readme bench/README.md         # rewrite the table between the ilastik markers
@@ -342,8 +342,8 @@ def markdown(results: list[dict], info: dict) -> str:
             cells.append(_wall(r[name]) if name in r else f"failed: {r['errors'][name][-200:]}"
                          if name in r["errors"] else "not run")
         ratio = r.get("ratios")
-        cells.append(f"**{ratio['wall']:.1f}×** ({ratio['wall_per_round'][0]:.1f}-{ratio['wall_per_round'][1]:.1f}"
-                     + (f"; CPU time {ratio['cpu']:.1f}×)" if ratio["cpu"] else ")") if ratio else "")
+        cells.append(f"**{ratio['wall']:.2f}×** ({ratio['wall_per_round'][0]:.2f}-{ratio['wall_per_round'][1]:.2f}"
+                     + (f"; CPU time {ratio['cpu']:.2f}×)" if ratio["cpu"] else ")") if ratio else "")
         cells += [_peaks(r[name]) if name in r else "" for name in ("ilastik", "ours")]
         cells += [f"**{ratio['memory']:.1f}×**" if ratio else "", _difference(r), _targets(r)]
         lines.append("| " + " | ".join(c.replace("\n", " ").replace("|", "\\|") for c in cells) + " |")
