@@ -15,8 +15,12 @@ import numpy as np
 import pytest
 
 from hpc_ilastik.cli import main
+from hpc_ilastik.io.inputs import open_input
 from hpc_ilastik.io.n5 import open_n5_dataset
-from tests.conftest import FIXTURES
+from hpc_ilastik.project.reader import open_project
+from hpc_ilastik.workflows.options import HeadlessOptions, InputOptions
+from hpc_ilastik.workflows.tracking import measure_time_series, object_image
+from tests.conftest import FIXTURES, REPO
 from tests.tracking_support import check_ctc_folder, outline_agreement, read_outline, write_conservation_project
 
 INPUTS = FIXTURES / "inputdata"
@@ -159,3 +163,27 @@ def test_cutout(video, tmp_path):
         whole, cut = f["exported_data"][()], g["exported_data"][()]
     assert cut.shape == (2, 100, 340, 1)
     assert np.array_equal(cut, whole[1:3, 50:150, 60:400]) and cut.max() > 1
+
+
+def test_division_features_match_ilastiks_own_code(video, record_property):
+    """The division features of the whole pipeline (our labels, our region features, our FeatureManager) against
+    ilastik's own FeatureManager on vigra's labels and features, on smallVideo (stored by the oracle; no fixture
+    caches this video's features): equal to float32 rounding. ilastik's operator gives frame T-2 the defaults
+    (`has_successor_features`), so frames 0..T-3 are compared."""
+    project = str(video / "smallVideoConservationTracking.ilp")
+    tracking = open_project(project)
+    options = HeadlessOptions(project=project, inputs=InputOptions(files={}))
+    image = object_image(tracking, open_input(RAW, None, "z"), open_input(SEGMENTATION, None, "z"), options)
+    measured, tables = measure_time_series(image, True, None, 1, True)
+    compared = worst = 0
+    with h5py.File(REPO / "tests" / "data" / "tracking_division_oracle.h5") as f:
+        for t in range(len(measured) - 2):
+            for name, reference in f[f"smallVideo/{t}"].items():
+                ours = tables[t]["Cell Division Features"][name].reshape(len(reference), -1)
+                assert ours.shape == reference.shape, name
+                relative = np.abs(ours - reference[()]) / np.maximum(np.abs(reference[()]), 1e-6)
+                worst = max(worst, float(relative.max()))
+                compared += reference.size
+    assert compared > 100 and worst < 1e-6
+    record_property("figures", f"smallVideo division features vs ilastik's FeatureManager + vigra: {compared} values, "
+                               f"max relative difference {worst:.2g}")
