@@ -52,7 +52,6 @@ os.environ.update({var: "1" for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -78,12 +77,14 @@ from hpc_ilastik.graphs.rag import region_adjacency_graph  # noqa: E402
 from hpc_ilastik.graphs.watershed import distance_transform_watershed, seeded_watershed  # noqa: E402
 from hpc_ilastik.synthetic import BLOB, make_blobs_volume  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: the GUI test's project is the tests'
+from tests.multicut_support import WATERSHED, gui_project  # noqa: E402
+
 FIXTURE = SHARED / "fixtures" / "ilastik" / "Boundary-basedSegmentationwMulticut3d1c.ilp"
-THRESHOLD, MIN_SIZE, SIGMA, ALPHA = 0.6, 7, 1.1, 0.4  # ilastik's GUI test's DT watershed, channel 1
+THRESHOLD, MIN_SIZE, SIGMA, ALPHA = (WATERSHED[k] for k in ("Threshold", "MinSize", "Sigma", "Alpha"))  # channel 1
 BETA, CUT_THRESHOLD = 0.5, 0.5
 CELL_SPACING = 16
 FAINTEST = 0.5  # the weakest membrane, relative to the median one
-FEATURES = {"Raw Data": ["standard_sp_mean"], "Probabilities-0": [], "Probabilities-1": ["standard_edge_mean"]}
 VERSIONED = ("numpy", "scipy", "numba", "scikit-image", "networkx", "h5py")
 ALL_EDGE_FEATURES = [name for name in supported_features(3) if name.startswith("standard_edge_")
                      and name != "standard_edge_quantiles"]
@@ -147,36 +148,8 @@ def write_inputs(folder: Path, raw: np.ndarray, boundary: np.ndarray) -> tuple[s
 
 
 def write_project(folder: Path, raw: str, probabilities: str) -> Path:
-    """The fixture Multicut project rewritten as tests/test_multicut.py's `_gui_project` does, on these inputs."""
-    path = folder / "multicut.ilp"
-    shutil.copy(FIXTURE, path)
-    with h5py.File(path, "r+") as f:
-        lane = f["Input Data/infos/lane0000"]
-        for role, spec in (("Raw Data", raw), ("Probabilities", probabilities)):
-            del lane[role]["filePath"]
-            lane[role]["filePath"] = spec.encode()
-        del lane["Raw Data/axisorder"], lane["Raw Data/axistags"]
-        del f["DT Watershed"]
-        ws = f.create_group("DT Watershed")
-        for name, value in (("Threshold", THRESHOLD), ("MinSize", MIN_SIZE), ("Sigma", SIGMA), ("Alpha", ALPHA),
-                            ("BlockwiseWatershed", False)):
-            ws[name] = value
-        ws["ChannelSelections"] = np.array([1])
-        ws["StorageVersion"] = b"0.2"
-        training = f["Training and Multicut"]
-        for name in ("Output", "FeatureNames", "EdgeLabelsDict", "EdgeFeatures", "Rags", "SolverName"):
-            if name in training:
-                del training[name]
-        training["SolverName"] = b"kernighan-lin"
-        training["Beta"][()] = BETA
-        training["ProbabilityThreshold"] = CUT_THRESHOLD
-        training["TrainRandomForest"] = False
-        names = training.create_group("FeatureNames")
-        for channel, features in FEATURES.items():
-            names[channel] = np.array([n.encode() for n in features], dtype="S32")
-        labels = training.create_group("EdgeLabelsDict").create_group("EdgeLabels0000")
-        labels["sp_ids"], labels["labels"] = np.zeros((0, 2), np.uint32), np.zeros(0, np.uint8)
-    return path
+    """The fixture Multicut project rewritten as ilastik's GUI test's (as tests/test_multicut.py's), on these inputs."""
+    return gui_project(FIXTURE, folder / "multicut.ilp", raw, probabilities, CUT_THRESHOLD, False, beta=BETA)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 edge forest, by ilastik's own measure and thresholds), the three fixture projects on their own inputs, the
 heuristic solvers against the exact one on the fixtures' graphs, and one clear line for each mistake."""
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from hpc_ilastik.graphs.watershed import boundary_map
 from hpc_ilastik.project.reader import open_project
 from hpc_ilastik.workflows.multicut import segment, voxel_channels, watershed_superpixels
 from tests.conftest import FIXTURES
+from tests.multicut_support import gui_project
 from tests.segmentation import gui_reference, mean_segmentation_accuracy
 
 INPUTS = FIXTURES / "inputdata"
@@ -22,42 +22,11 @@ SYNTHETIC = (f"{INPUTS}/3d1c-synthetic.h5/data", f"{INPUTS}/3d1c-synthetic_Proba
 FIXTURE_PROJECTS = {"": ("3d.h5/data", "3d_Probabilities.h5/exported_data"),
                     "1c": ("3d1c.h5/data", "3d1c_Probabilities.h5/exported_data"),
                     "2c": ("3d2c.h5/data", "3d2c_Probabilities.h5/exported_data")}
-# ilastik's GUI test: edge features of its forest, and the edges it labels by hand
-GUI_FEATURES = {"Raw Data": ["standard_sp_mean"], "Probabilities-0": [], "Probabilities-1": ["standard_edge_mean"]}
-
-
 def _gui_project(folder: Path, threshold: float, forest: bool, edge_labels: tuple | None = None) -> Path:
-    """The GUI test's project as ilastik 1.4 saves it: a copy of a fixture project with its training lane on the
-    synthetic volume, the watershed of the test (channel 1, Threshold 0.6, MinSize 7, Sigma 1.1, Alpha 0.4,
-    not blockwise), Kernighan-Lin at `threshold`, and the edge forest left to train from `edge_labels`."""
+    """The GUI test's project on the synthetic volume (`tests/multicut_support.gui_project`)."""
     path = folder / f"gui_{threshold}_{'rf' if forest else 'no_rf'}.ilp"
-    shutil.copy(FIXTURES / "Boundary-basedSegmentationwMulticut3d1c.ilp", path)
-    with h5py.File(path, "r+") as f:
-        lane = f["Input Data/infos/lane0000"]
-        for role, spec in zip(("Raw Data", "Probabilities"), SYNTHETIC):
-            del lane[role]["filePath"]
-            lane[role]["filePath"] = spec.encode()
-        del lane["Raw Data/axisorder"], lane["Raw Data/axistags"]  # the synthetic raw data has a channel axis
-        del f["DT Watershed"]
-        ws = f.create_group("DT Watershed")
-        for name, value in (("Threshold", 0.6), ("MinSize", 7), ("Sigma", 1.1), ("Alpha", 0.4),
-                            ("BlockwiseWatershed", False)):
-            ws[name] = value
-        ws["ChannelSelections"] = np.array([1])
-        ws["StorageVersion"] = b"0.2"
-        training = f["Training and Multicut"]
-        for name in ("Output", "FeatureNames", "EdgeLabelsDict", "EdgeFeatures", "Rags", "SolverName"):
-            del training[name]
-        training["SolverName"] = b"kernighan-lin"
-        training["ProbabilityThreshold"] = threshold
-        training["TrainRandomForest"] = forest
-        names = training.create_group("FeatureNames")
-        for channel, features in GUI_FEATURES.items():
-            names[channel] = np.array([n.encode() for n in features], dtype="S32")
-        labels = training.create_group("EdgeLabelsDict").create_group("EdgeLabels0000")
-        pairs, values = edge_labels or (np.zeros((0, 2), np.uint32), np.zeros(0, np.uint8))
-        labels["sp_ids"], labels["labels"] = pairs, values
-    return path
+    return gui_project(FIXTURES / "Boundary-basedSegmentationwMulticut3d1c.ilp", path, *SYNTHETIC, threshold, forest,
+                       edge_labels)
 
 
 def _segment_cli(project: Path, out: Path, raw: str, probabilities: str, *options: str) -> np.ndarray:
