@@ -16,6 +16,9 @@ import pytest
 
 from hpc_ilastik.cli import main
 from hpc_ilastik.io.inputs import open_input
+from hpc_ilastik.objects.graph_cut import graph_cut_mask
+from hpc_ilastik.objects.labeling import label_components
+from hpc_ilastik.objects.threshold import GRAPH_CUT
 from hpc_ilastik.project.reader import open_project
 from hpc_ilastik.workflows.options import HeadlessOptions, InputOptions
 from hpc_ilastik.workflows.tracking import measure_time_series, object_image, solve_image, tracking_classifiers
@@ -203,3 +206,27 @@ def test_project_without_classifier_refused(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "no trained object count classifier and no labelled objects" in done.stderr
     assert not list(tmp_path.glob("x*"))
+
+
+def test_graph_cut_thresholding(tmp_path):
+    """A prediction-map project that thresholds by graph cut tracks the objects of that cut (the per-frame 0/1
+    input Object Classification uses), not of a simple threshold."""
+    project = tmp_path / "graph_cut.ilp"
+    name = "inputdata/mitocheckStructuredLearningTrackingHytraWithDivisions.ilp"
+    shutil.copy(FIXTURES / name, project)
+    with h5py.File(project, "r+") as f:
+        f["ThresholdTwoLevels/CurOperator"][()] = GRAPH_CUT
+    _, raw, maps = PROJECTS[name]
+    argv = ["--headless", f"--project={project}", f"--raw_data={FIXTURES / raw}", f"--prediction_maps={FIXTURES / maps}",
+            f"--output_filename_format={tmp_path}/{{result_type}}", "--export_source=Object-Identities", "--quiet"]
+    assert main(argv) == 0
+    with h5py.File(tmp_path / "Object-Identities.h5") as f:
+        ids = f["exported_data"][()][..., 0]
+    settings = open_project(str(project)).threshold
+    source = open_input(str(FIXTURES / maps), None, "z")
+    for t in range(len(ids)):
+        frame = source.read((slice(t, t + 1),) + tuple(slice(0, n) for n in source.shape_tzyxc[1:]))[0]
+        components, _ = label_components(graph_cut_mask(frame, settings).astype(np.uint8))  # (z, y, x)
+        sizes = np.bincount(components.ravel())
+        kept = (components > 0) & (sizes[components] >= settings.min_size)  # the project's size filter
+        assert np.array_equal(ids[t] > 0, kept.transpose(2, 1, 0))  # the export keeps the input's x, y, z order

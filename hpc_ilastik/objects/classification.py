@@ -28,3 +28,11 @@ def classify_objects(feature_table: Mapping[str, Mapping[str, np.ndarray]], want
     probabilities[1:] = classifier.predict_proba(matrix[1:], n_classes)
     classes[1:] = np.argmax(probabilities[1:], axis=1) + 1
     return classes, probabilities
+
+
+def labelled_samples(matrix: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The training rows of one frame: the rows of its feature matrix (row = object id, row 0 the background) whose
+    object the project labels (`LabelInputs`: the class of each object id, 0 unlabelled), and their classes."""
+    rows = np.flatnonzero(labels[:len(matrix)])
+    rows = rows[rows > 0]
+    return matrix[rows], labels[rows].astype(np.uint32)

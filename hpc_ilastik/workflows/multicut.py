@@ -73,7 +73,7 @@ def edge_classifier(project: MulticutProject, training: TrainingOptions, run: Ru
     when it has none or with --retrain; None when the project trains no forest."""
     if not project.train_forest:
         return None
-    asked = training.retrain or training.tree_count is not None
+    asked = training.retraining
     if project.classifier is not None and not asked:
         return project.classifier, project.classifier_features
     X, y, columns = _training_rows(project, run)

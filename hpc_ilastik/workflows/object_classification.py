@@ -7,10 +7,8 @@ block-local classification (`object_blockwise`)."""
 from __future__ import annotations
 
 import logging
-import math
-import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,11 +16,9 @@ from hpc_ilastik.errors import UserError
 from hpc_ilastik.forest.ensemble import ForestEnsemble
 from hpc_ilastik.forest.training import DEFAULT_TREE_COUNT, train_forests
 from hpc_ilastik.io.inputs import Source, derived_source
-from hpc_ilastik.objects import extraction, features, graph_cut
-from hpc_ilastik.objects.classification import classify_objects
-from hpc_ilastik.objects.extraction import Segmenter
+from hpc_ilastik.objects import extraction, features
+from hpc_ilastik.objects.classification import classify_objects, labelled_samples
 from hpc_ilastik.objects.features import feature_matrix
-from hpc_ilastik.objects.threshold import GRAPH_CUT, SIMPLE, ThresholdSettings
 from hpc_ilastik.pixel.pipeline import SourceRequest, compute_sources, halo, plan_stages, simple_segmentation
 from hpc_ilastik.project.object_classification import (
     FROM_BINARY,
@@ -37,10 +33,10 @@ from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.distributed import from_root
 from hpc_ilastik.run.progress import Progress
 from hpc_ilastik.workflows.batch import Batch, Lane, role_option, start_batch, training_image
-from hpc_ilastik.workflows.blockwise import block_shape_for, block_threads, memory_limit, thread_count, write_blocks
+from hpc_ilastik.workflows.blockwise import block_shape_for, block_threads, memory_limit, write_blocks
 from hpc_ilastik.workflows.export import Target, check_distinct_paths, fingerprint, plan_target
 from hpc_ilastik.workflows.object_blockwise import BLOCKWISE_SOURCES, write_blockwise
-from hpc_ilastik.workflows.object_measurement import MeasuredFrame, ObjectImage, measure_objects
+from hpc_ilastik.workflows.object_measurement import MeasuredFrame, ObjectImage, measure_objects, segmented_image
 from hpc_ilastik.workflows.object_table import write_object_table
 from hpc_ilastik.workflows.options import HeadlessOptions
 from hpc_ilastik.workflows.workflow import Workflow
@@ -97,7 +93,7 @@ def object_classifier(project: ObjectClassificationProject, options: HeadlessOpt
     """The project's trained object classifier, or one trained from its labelled objects (as ilastik does when
     the project stores none; always with --retrain / --tree-count)."""
     training = options.training
-    asked = training.retrain or training.tree_count is not None
+    asked = training.retraining
     if not project.label_names and (project.classifier is not None or asked):
         raise UserError(f"the object classifier of {project.path} has no label names; the project is damaged")
     if project.classifier is not None and not asked:
@@ -131,11 +127,9 @@ def _labelled_objects(project: ObjectClassificationProject, options: HeadlessOpt
         threads = block_threads(options.run, None, image.grid)
         measured = measure_objects(image, wanted, None, threads, True, memory_limit(threads))
         for frame, labels in zip(measured, frames):
-            matrix = feature_matrix(frame.features, wanted)
-            rows = np.flatnonzero(labels[:len(matrix)])
-            rows = rows[rows > 0]
-            xs.append(matrix[rows])
-            ys.append(labels[rows].astype(np.uint32))
+            X, y = labelled_samples(feature_matrix(frame.features, wanted), labels)
+            xs.append(X)
+            ys.append(y)
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -190,45 +184,10 @@ def _object_image(project: ObjectClassificationProject, raw: Source, segmentatio
                   options: HeadlessOptions) -> ObjectImage:
     """An image and its segmentation input checked against each other and the project, ready to measure."""
     shape = tuple(raw.shape_tzyxc)
-    seg_shape = tuple(segmentation.shape_tzyxc)
-    if seg_shape[:4] != shape[:4]:
-        raise UserError(f"{segmentation.nickname!r} has shape {seg_shape[:4]} (tzyx) but the raw data "
-                        f"{raw.nickname!r} has {shape[:4]}: they must be the same size")
-    segmenter = Segmenter(_KINDS[project.workflow_name], project.threshold)
-    segmenter.check_input(segmentation.dtype, seg_shape[4], shape[1:4])
+    image = segmented_image(raw, segmentation, _KINDS[project.workflow_name], project.threshold, options.run,
+                            block_shape_for(options.run, shape))
     features.check_features(project.selected_features, shape[4], 2 if shape[1] == 1 else 3)
-    if segmenter.kind == extraction.PREDICTIONS and project.threshold.method == GRAPH_CUT:
-        segmentation, segmenter = _graph_cut(segmentation, project.threshold, options)
-    return ObjectImage(raw, segmentation, segmenter, block_shape_for(options.run, shape))
-
-
-def _graph_cut(maps: Source, settings: ThresholdSettings, options: HeadlessOptions) -> tuple[Source, Segmenter]:
-    """Graph-cut thresholding is one optimisation over a whole frame: the cut of each frame, computed once per
-    process when first read, becomes a 0/1 input that the rest labels as a simple threshold at 0.5 (no
-    smoothing, the project's size filter)."""
-    shape = tuple(maps.shape_tzyxc)
-    needed = math.prod(shape[1:4]) * (graph_cut.BYTES_PER_PIXEL + 4 * shape[4])
-    budget = memory_limit(1 if options.run.distributed else thread_count(options.run))
-    if needed > budget:
-        raise UserError(f"graph-cut thresholding solves one whole frame at a time: {maps.nickname!r} "
-                        f"({' × '.join(map(str, shape[1:4]))} per frame) needs about {needed / 2**30:.1f} GiB, over "
-                        f"the {budget / 2**30:.1f} GiB each worker may use (LAZYFLOW_TOTAL_RAM_MB): give it more memory "
-                        "or use simple or hysteresis thresholding")
-    frames: dict[int, np.ndarray] = {}
-    lock = threading.Lock()
-
-    def read(roi: tuple[slice, ...]) -> np.ndarray:
-        out = []
-        for t in range(roi[0].start, roi[0].stop):
-            with lock:
-                if t not in frames:
-                    frame = maps.read((slice(t, t + 1),) + tuple(slice(0, n) for n in shape[1:]))[0]
-                    frames[t] = graph_cut.graph_cut_mask(frame, settings)
-            out.append(frames[t][roi[1:4]].astype(np.float32)[..., np.newaxis])
-        return np.stack(out)
-
-    simple = replace(settings, method=SIMPLE, low=0.5, sigmas_zyx=(0.0, 0.0, 0.0), channel=0, core_channel=0)
-    return derived_source(maps, shape[:4] + (1,), np.float32, read), Segmenter(extraction.PREDICTIONS, simple)
+    return image
 
 
 def classify(frame: MeasuredFrame, wanted: features.FeatureSet, classifier: ForestEnsemble | None,

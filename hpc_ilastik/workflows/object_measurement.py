@@ -8,19 +8,23 @@ Used by the workflows that classify or track objects.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.io.inputs import Source
-from hpc_ilastik.objects import features, standard
-from hpc_ilastik.objects.extraction import Segmenter, object_mask
+from hpc_ilastik.io.inputs import Source, derived_source
+from hpc_ilastik.objects import features, graph_cut, standard
+from hpc_ilastik.objects.extraction import PREDICTIONS, Segmenter, object_mask
 from hpc_ilastik.objects.segmentation import ObjectTable
+from hpc_ilastik.objects.threshold import GRAPH_CUT, SIMPLE, ThresholdSettings
 from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.distributed import from_root, map_items
 from hpc_ilastik.run.progress import Progress
+from hpc_ilastik.workflows.blockwise import memory_limit, thread_count
+from hpc_ilastik.workflows.options import RunOptions
 
 _CROP_BYTES = 24  # per crop pixel besides the raw values: segmentation values, labels, mask, distances
 
@@ -192,3 +196,48 @@ def _stacked(per_object: list[dict]) -> dict[str, dict[str, np.ndarray]]:
             rows = np.stack([np.asarray(o[plugin][name], dtype=np.float64) for o in per_object])
             stacked[plugin][name] = np.concatenate([np.zeros((1, rows.shape[1])), rows])
     return stacked
+
+
+def segmented_image(raw: Source, segmentation: Source, kind: str, threshold: ThresholdSettings | None,
+                    run: RunOptions, block_shape: tuple[int, ...]) -> ObjectImage:
+    """An image and its segmentation input (prediction maps, binary or label image: `kind`) checked against each
+    other, ready to measure in blocks of `block_shape`; graph-cut thresholding becomes a per-frame 0/1 input."""
+    shape = tuple(raw.shape_tzyxc)
+    seg_shape = tuple(segmentation.shape_tzyxc)
+    if seg_shape[:4] != shape[:4]:
+        raise UserError(f"{segmentation.nickname!r} has shape {seg_shape[:4]} (tzyx) but the raw data "
+                        f"{raw.nickname!r} has {shape[:4]}: they must be the same size")
+    segmenter = Segmenter(kind, threshold)
+    segmenter.check_input(segmentation.dtype, seg_shape[4], shape[1:4])
+    if kind == PREDICTIONS and threshold.method == GRAPH_CUT:
+        segmentation, segmenter = _graph_cut(segmentation, threshold, run)
+    return ObjectImage(raw, segmentation, segmenter, block_shape)
+
+
+def _graph_cut(maps: Source, settings: ThresholdSettings, run: RunOptions) -> tuple[Source, Segmenter]:
+    """Graph-cut thresholding is one optimisation over a whole frame: the cut of each frame, computed once per
+    process when first read, becomes a 0/1 input that the rest labels as a simple threshold at 0.5 (no
+    smoothing, the project's size filter)."""
+    shape = tuple(maps.shape_tzyxc)
+    needed = math.prod(shape[1:4]) * (graph_cut.BYTES_PER_PIXEL + 4 * shape[4])
+    budget = memory_limit(1 if run.distributed else thread_count(run))
+    if needed > budget:
+        raise UserError(f"graph-cut thresholding solves one whole frame at a time: {maps.nickname!r} "
+                        f"({' × '.join(map(str, shape[1:4]))} per frame) needs about {needed / 2**30:.1f} GiB, over "
+                        f"the {budget / 2**30:.1f} GiB each worker may use (LAZYFLOW_TOTAL_RAM_MB): give it more memory "
+                        "or use simple or hysteresis thresholding")
+    frames: dict[int, np.ndarray] = {}
+    lock = threading.Lock()
+
+    def read(roi: tuple[slice, ...]) -> np.ndarray:
+        out = []
+        for t in range(roi[0].start, roi[0].stop):
+            with lock:
+                if t not in frames:
+                    frame = maps.read((slice(t, t + 1),) + tuple(slice(0, n) for n in shape[1:]))[0]
+                    frames[t] = graph_cut.graph_cut_mask(frame, settings)
+            out.append(frames[t][roi[1:4]].astype(np.float32)[..., np.newaxis])
+        return np.stack(out)
+
+    simple = replace(settings, method=SIMPLE, low=0.5, sigmas_zyx=(0.0, 0.0, 0.0), channel=0, core_channel=0)
+    return derived_source(maps, shape[:4] + (1,), np.float32, read), Segmenter(PREDICTIONS, simple)

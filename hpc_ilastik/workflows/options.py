@@ -53,6 +53,11 @@ class TrainingOptions:
     retrain: bool = False
     tree_count: int | None = None  # trees of a newly trained forest; given, it implies retraining
 
+    @property
+    def retraining(self) -> bool:
+        """Train anew even where the project stores a classifier: --retrain, or --tree-count given."""
+        return self.retrain or self.tree_count is not None
+
 
 @dataclass(frozen=True)
 class HeadlessOptions:

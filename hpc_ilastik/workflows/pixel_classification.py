@@ -160,7 +160,7 @@ def classifiers(project: PixelClassificationProject, training: TrainingOptions) 
     """Each stage's forests: the project's own, or trained once from its stored labels when asked to
     (--retrain, --tree-count) or when the project has none. Training is seeded, so every MPI rank
     trains the same forest."""
-    asked = training.retrain or training.tree_count is not None
+    asked = training.retraining
     ensembles: list[ForestEnsemble] = []
     for index, stage in enumerate(project.stages):
         if stage.classifier is not None and not asked:

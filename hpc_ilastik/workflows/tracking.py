@@ -18,7 +18,7 @@ from hpc_ilastik.forest.ensemble import ForestEnsemble
 from hpc_ilastik.forest.training import DEFAULT_TREE_COUNT, train_forests
 from hpc_ilastik.io.inputs import Source
 from hpc_ilastik.objects import extraction
-from hpc_ilastik.objects.extraction import Segmenter
+from hpc_ilastik.objects.classification import labelled_samples
 from hpc_ilastik.objects.features import DEFAULT_PLUGIN, FeatureSet, feature_matrix
 from hpc_ilastik.project.tracking import (
     CONSERVATION_BINARY,
@@ -42,7 +42,7 @@ from hpc_ilastik.tracking.solve import TrackingParameters, track
 from hpc_ilastik.workflows.batch import Batch, Lane, role_option, start_batch, training_image
 from hpc_ilastik.workflows.blockwise import block_shape_for, block_threads, memory_limit, write_blocks
 from hpc_ilastik.workflows.export import Target, check_distinct_paths, fingerprint, plan_target
-from hpc_ilastik.workflows.object_measurement import MeasuredFrame, ObjectImage, measure_objects
+from hpc_ilastik.workflows.object_measurement import MeasuredFrame, ObjectImage, measure_objects, segmented_image
 from hpc_ilastik.workflows.options import HeadlessOptions
 from hpc_ilastik.workflows.tracking_plugins import (
     PLUGIN,
@@ -193,7 +193,7 @@ def _classifier(project: TrackingProject, options: HeadlessOptions, group: Objec
                         f"({', '.join(group.label_names) or 'none'}) but tracking needs {n_classes}: give it one label "
                         "per number of objects up to the maximum number of objects (maxObj)")
     training = options.training
-    asked = training.retrain or training.tree_count is not None
+    asked = training.retraining
     if group.forest is not None and not asked:
         return group.forest
     trees = training.tree_count or DEFAULT_TREE_COUNT
@@ -217,10 +217,10 @@ def _labelled_objects(project: TrackingProject, options: HeadlessOptions, group:
                                                                                               roles[1]), options)
         _, tables = measure_time_series(image, divisions, None, block_threads(options.run, None, image.grid), True)
         for table, labels in zip(tables, frames):
-            rows = np.flatnonzero(labels[:len(table[DEFAULT_PLUGIN]["Count"])])
-            rows = rows[rows > 0]
-            xs.append(feature_matrix(table, tracking_features.computed_selection(group.selected_features, table))[rows])
-            ys.append(labels[rows].astype(np.uint32))
+            X, y = labelled_samples(feature_matrix(table, tracking_features.computed_selection(group.selected_features,
+                                                                                               table)), labels)
+            xs.append(X)
+            ys.append(y)
     if not xs:
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.uint32)
     return np.concatenate(xs), np.concatenate(ys)
@@ -229,18 +229,13 @@ def _labelled_objects(project: TrackingProject, options: HeadlessOptions, group:
 def object_image(project: TrackingProject, raw: Source, segmentation: Source, options: HeadlessOptions) -> ObjectImage:
     """A time series and its binary image or prediction maps, checked against each other and the project."""
     shape = tuple(raw.shape_tzyxc)
-    seg_shape = tuple(segmentation.shape_tzyxc)
-    if seg_shape[:4] != shape[:4]:
-        raise UserError(f"{segmentation.nickname!r} has shape {seg_shape[:4]} (tzyx) but the raw data "
-                        f"{raw.nickname!r} has {shape[:4]}: they must be the same size")
+    image = segmented_image(raw, segmentation, extraction.PREDICTIONS if project.from_predictions else
+                            extraction.SEGMENTATION, project.threshold, options.run,
+                            (1,) + tuple(block_shape_for(options.run, shape)[1:]))
     if shape[0] < 2:
         raise UserError(f"{raw.nickname!r} has {shape[0]} time frame; tracking needs a time series of at least 2 "
                         "frames (check --input_axes: is the time axis read as z?)")
-    segmenter = Segmenter(extraction.PREDICTIONS if project.from_predictions else extraction.SEGMENTATION,
-                          project.threshold)
-    segmenter.check_input(segmentation.dtype, seg_shape[4], shape[1:4])
-    block = block_shape_for(options.run, shape)
-    return ObjectImage(raw, segmentation, segmenter, (1,) + tuple(block[1:]))
+    return image
 
 
 def _wanted(image: ObjectImage) -> FeatureSet:
