@@ -11,7 +11,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.forest.ensemble import ForestEnsemble, read_classifier, write_classifier
-from hpc_ilastik.forest.predict import _constant_norm
+from hpc_ilastik.forest.predict import _constant_norm, _leaf_groups, _mask_arrays
 from hpc_ilastik.forest.regression import from_pickled
 from hpc_ilastik.forest.vigra import LEAF_NODE, from_sklearn, read_vigra_forest, write_vigra_forest
 from hpc_ilastik.io.pickles import read_pickle
@@ -175,6 +175,23 @@ def test_kernel_paths_equal_vigras_algorithm_bit_for_bit(max_leaf_nodes, weighte
     assert leaves.max() <= 8 if max_leaf_nodes == 6 else (8 < leaves.min() and leaves.max() <= 64
                                                            if max_leaf_nodes else leaves.min() > 64)
     probes = np.concatenate([_threshold_probes(rf.estimators_, X[:300]), X[:5] * np.nan])
+    np.testing.assert_array_equal(forest.predict_proba(probes), _vigra_by_hand(forest, probes))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_trees_of_pure_leaves_add_by_groups_as_vigra(weighted):
+    # fully grown trees (pure leaves, as ilastik's) of 9-32 leaves: one select pass per class, not per leaf
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(400, 4)).astype(np.float32)
+    y = 1 + (X[:, 0] > 0) + (X[:, 1] + 0.15 * rng.normal(size=len(X)) > 0.5)
+    rf = RandomForestClassifier(n_estimators=7, random_state=0).fit(X, y)
+    forest = from_sklearn(rf, predict_weighted=weighted)
+    leaves = np.diff(forest.leaf_start)
+    masks = _mask_arrays([forest])
+    grouped, group_start = _leaf_groups(masks[-2], masks[-1], forest.leaf_probs)[:2]
+    assert 8 < leaves.min() and leaves.max() <= 32 and grouped.all()
+    assert (np.diff(group_start) <= 3).all()  # three classes, pure leaves: a group per class at most
+    probes = np.concatenate([_threshold_probes(rf.estimators_, X[:200]), X[:5] * np.nan])
     np.testing.assert_array_equal(forest.predict_proba(probes), _vigra_by_hand(forest, probes))
 
 

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 _BATCH_ROWS = 1024  # rows per pass of the trees: their features (<= a few hundred KiB) stay in L2, sums in L1
 _LANES = 16  # rows walked through a tree in lock step
-_FEW_LEAVES = 8  # trees with at most this many leaves add their values by vectorised selects
+_FEW_LEAVES = 8  # trees with at most this many leaves per class, and at most 32 leaves, add their values by
+#                 vectorised selects, one pass per group of leaves that give a class the same value
 _ALL_LEAVES_INT = (1 << 64) - 1
 _DEBRUIJN_INT = 0x03F79D71B4CB0A89  # a de Bruijn sequence: (2^k · it mod 2^64) >> 58 differs for each k < 64
 _DEBRUIJN = np.uint64(_DEBRUIJN_INT)
@@ -40,13 +41,17 @@ _DEBRUIJN_POSITION = _debruijn_positions()
 def pack_forests(forests: Sequence[VigraForest]) -> tuple[np.ndarray, ...]:
     """The kernel's arrays for these forests: node tables (see _walk_arrays, _mask_arrays), leaf values,
     trees per forest and each forest's constant row norm (NaN where rows differ)."""
-    values = [f.leaf_probs * (f.leaf_weights[:, None] if f.predict_weighted else 1.0) for f in forests]
+    values = np.ascontiguousarray(np.concatenate(
+        [f.leaf_probs * (f.leaf_weights[:, None] if f.predict_weighted else 1.0) for f in forests]), dtype=np.float64)
+    masks = _mask_arrays(forests)
     return (
         *_walk_arrays(forests),
-        *_mask_arrays(forests),
-        np.ascontiguousarray(np.concatenate(values), dtype=np.float64),
+        *masks,
+        *_leaf_groups(masks[-2], masks[-1], values),
+        values,
         np.cumsum([0] + [f.n_trees for f in forests]).astype(np.int64),
-        np.array([_constant_norm(v, f.leaf_start) for v, f in zip(values, forests)], dtype=np.float32),
+        np.array([_constant_norm(v, f.leaf_start) for v, f in zip(np.split(values, np.cumsum(
+        [len(f.leaf_weights) for f in forests])[:-1]), forests)], dtype=np.float32),
     )
 
 
@@ -115,32 +120,35 @@ def _add_leaves(leaf, m, leaf_values, acc, weight, track_weight):
 
 
 @njit(cache=True, nogil=True)
-def _add_exit_leaves(reachable, m, leaves, leaf_values, acc, weight, track_weight):
-    """_lowest_leaves + _add_leaves for a tree of few leaves, vectorised: each leaf adds its values where it
-    is the exit leaf and zeros elsewhere (x + 0 == x, so the sums are the same, bit for bit); the weights
-    only if `track_weight`."""
+def _add_exit_groups(reachable, m, g_class, g_value, g_bits, first, stop, acc, weight, track_weight):
+    """_lowest_leaves + _add_leaves for a tree whose leaves fall into few groups, vectorised: the leaves that
+    give class c the same value v form a group (its bits in the tree's left-to-right order), and each group
+    adds v to class c where the exit leaf is one of its own and zero elsewhere (x + 0 == x; a row meets one
+    group per class, class by class, so the sums are vigra's, bit for bit). Values of 0 form no group; the
+    weights (only if `track_weight`) get them as they are exact."""
     word = reachable.dtype.type
-    one = word(1)
-    for k in range(leaves.shape[0]):
-        below = word((one << word(k + 1)) - one)
-        exit_bit = word(one << word(k))
-        for c in range(leaf_values.shape[1]):
-            v = leaf_values[leaves[k], c]
-            v32 = np.float32(v)
-            row_acc = acc[c]
-            if track_weight:  # two loops: with the test inside, LLVM keeps it there (a third slower)
-                for r in range(m):
-                    hit = (reachable[r] & below) == exit_bit
-                    row_acc[r] += v32 if hit else np.float32(0)
-                    weight[r] += v if hit else 0.0
-            else:
-                for r in range(m):
-                    row_acc[r] += v32 if (reachable[r] & below) == exit_bit else np.float32(0)
+    for r in range(m):
+        reachable[r] &= ~reachable[r] + word(1)  # the exit leaf's bit alone
+    for g in range(first, stop):
+        c = g_class[g]
+        v = g_value[g]
+        v32 = np.float32(v)
+        members = word(g_bits[g])
+        row_acc = acc[c]
+        if track_weight:  # two loops: with the test inside, LLVM keeps it there (a third slower)
+            for r in range(m):
+                hit = (reachable[r] & members) != word(0)
+                row_acc[r] += v32 if hit else np.float32(0)
+                weight[r] += v if hit else 0.0
+        else:
+            for r in range(m):
+                row_acc[r] += v32 if (reachable[r] & members) != word(0) else np.float32(0)
 
 
 @njit(cache=True, nogil=True)
 def _predict_kernel(Xt, feature, threshold, children, roots, depths, walked, m_feature, m_threshold, m_bits, m_start,
-                    m_leaves, m_leaf_start, leaf_values, forest_trees, norms, combine, out):
+                    m_leaves, m_leaf_start, grouped, g_start, g_class, g_value, g_bits, leaf_values, forest_trees, norms,
+                    combine, out):
     """Forest probabilities into `out` (zeros, float32 (n, C)) for the C-contiguous features Xt (F, n):
     vigra's per forest, then ilastik's tree-count weighted mean of the forests if `combine` (else `out`
     is the single forest's own result). Rows go _BATCH_ROWS at a time through every tree (their features
@@ -177,9 +185,10 @@ def _predict_kernel(Xt, feature, threshold, children, roots, depths, walked, m_f
                           node, leaf)
                     _add_leaves(leaf, m, leaf_values, acc, weight, track_weight)
                     continue
-                if leaves.shape[0] <= _FEW_LEAVES:
+                if grouped[t]:
                     _reachable(Xt, start, m, m_feature, m_threshold, m_bits, m_start[t], m_start[t + 1], few)
-                    _add_exit_leaves(few, m, leaves, leaf_values, acc, weight, track_weight)
+                    _add_exit_groups(few, m, g_class, g_value, g_bits, g_start[t], g_start[t + 1], acc, weight,
+                                     track_weight)
                 else:
                     _reachable(Xt, start, m, m_feature, m_threshold, m_bits, m_start[t], m_start[t + 1], reachable)
                     _lowest_leaves(reachable, m, leaves, leaf)
@@ -216,6 +225,31 @@ def _constant_norm(values: np.ndarray, leaf_start: np.ndarray) -> float:
     lo = math.fsum(np.minimum.reduceat(sums, starts)) - slack
     hi = math.fsum(np.maximum.reduceat(sums, starts)) + slack
     return float(np.float32(lo)) if np.float32(lo) == np.float32(hi) else math.nan
+
+
+def _leaf_groups(leaves: np.ndarray, leaf_start: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per masked tree (leaves left to right: leaves[leaf_start[t]:leaf_start[t + 1]]), the groups of leaves that
+    give a class the same nonzero value, class by class: whether the tree adds by groups (at most 32 leaves
+    and _FEW_LEAVES groups per class), then g_start[t]:g_start[t + 1] into each group's class, value and bits."""
+    grouped: list[bool] = []
+    starts: list[int] = [0]
+    classes: list[int] = []
+    group_values: list[float] = []
+    group_bits: list[int] = []
+    for t in range(len(leaf_start) - 1):
+        order = leaves[leaf_start[t]:leaf_start[t + 1]]
+        groups = [(c, v, sum(1 << k for k, leaf in enumerate(order) if values[leaf, c] == v))
+                  for c in range(values.shape[1]) for v in sorted(set(values[order, c].tolist()) - {0.0})]
+        per_class = np.bincount([c for c, _, _ in groups], minlength=values.shape[1])
+        grouped.append(0 < len(order) <= 32 and bool(per_class.max(initial=0) <= _FEW_LEAVES))
+        if grouped[-1]:
+            for c, v, bits in groups:
+                classes.append(c)
+                group_values.append(v)
+                group_bits.append(bits)
+        starts.append(len(classes))
+    return (np.array(grouped, dtype=np.bool_), np.array(starts, dtype=np.int64), np.array(classes, dtype=np.int64),
+            np.array(group_values, dtype=np.float64), np.array(group_bits, dtype=np.uint64))
 
 
 def _float32_threshold(threshold: np.ndarray) -> np.ndarray:
