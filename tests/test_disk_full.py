@@ -50,8 +50,8 @@ def _create_then_fail(path, *args, **kwargs) -> None:
 
 # format → (extra options, output name, the call through which the writer's data reaches the operating system)
 FORMATS: dict[str, tuple[list[str], str, str, Callable]] = {
-    "hdf5": ([], "out.h5", "h5py.Dataset.__setitem__", _no_space),
-    "compressed hdf5": ([], "out.h5", "h5py.Dataset.__setitem__", _no_space),
+    "hdf5": ([], "out.h5", "hpc_ilastik.io.hdf5_chunks.store_chunk", _no_space),  # blocks go in as whole chunks
+    "compressed hdf5": ([], "out.h5", "hpc_ilastik.io.hdf5_chunks.store_chunk", _no_space),
     "n5": ([], "out.n5", "hpc_ilastik.io.n5._write_atomic", _no_space),
     "zarr": ([], "out.zarr", "zarr.Array.__setitem__", _no_space),
     "single-scale OME-Zarr": ([], "out.zarr", "zarr.Array.__setitem__", _no_space),

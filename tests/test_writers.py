@@ -12,7 +12,8 @@ import zarr
 from PIL import Image
 
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.io import formats, images, output, paths
+from hpc_ilastik.io import formats, images, output, paths, writers
+from hpc_ilastik.io.hdf5_chunks import block_aligned_chunks, write_whole_chunks
 from hpc_ilastik.io.n5 import open_n5_dataset
 from tests.conftest import API
 
@@ -62,6 +63,41 @@ def test_hdf5_chunks_follow_ilastiks_512kb_rule(tmp_path):
         w.write((slice(0, 1),) * 2 + (slice(0, 10), slice(0, 10), slice(0, 3)), np.ones((1, 1, 10, 10, 3), np.float32))
     with h5py.File(path, "r") as f:
         assert f["exported_data"].chunks == (1, 1, 358, 357, 1)
+
+
+def test_hdf5_chunks_divide_the_blocks():
+    assert block_aligned_chunks((50, 51, 50, 1), (96, 96, 96, 3)) == (48, 48, 48, 1)
+    assert block_aligned_chunks((1, 1, 358, 357, 1), (1, 1, 1024, 1024, 2)) == (1, 1, 256, 256, 1)
+    assert block_aligned_chunks((50, 50), (97, 30)) == (97, 30)  # a prime block side: one chunk across it
+
+
+@pytest.mark.parametrize("fmt, compression", [("hdf5", None), ("compressed hdf5", "gzip")])
+@pytest.mark.parametrize("block", [(32, 24, 40, 3), (30, 25, 40, 3)])  # the grid's blocks; the second not aligned
+def test_hdf5_blocks_go_in_as_whole_chunks(tmp_path, monkeypatch, fmt, compression, block):
+    image = np.random.default_rng(1).random((70, 50, 90, 3), dtype=np.float32)  # edge blocks are cut short
+    whole = []
+    monkeypatch.setattr(writers, "write_whole_chunks", lambda *args: whole.append(write_whole_chunks(*args))
+                        or whole[-1])
+    write_blocks(fmt, tmp_path / "out.h5", image, "zyxc", block=block, chunks=(32, 24, 40, 3))
+    assert whole and (all(whole) if block[0] == 32 else not any(whole))  # only aligned blocks as whole chunks
+    with h5py.File(tmp_path / "out.h5", "r") as f:
+        ds = f["exported_data"]
+        # ilastik's (51, 50, 50, 1), each moved to the nearest divisor of the block
+        assert ds.chunks == (32, 24, 40, 1) and ds.compression == compression
+        np.testing.assert_array_equal(ds[...], image)
+
+
+def test_hdf5_whole_chunk_writes_only_where_every_chunk_is_covered(tmp_path):
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        ds = f.create_dataset("x", shape=(10, 7), dtype=np.uint16, chunks=(4, 7), compression="gzip")
+        assert not write_whole_chunks(ds, (slice(2, 6), slice(0, 7)), np.ones((4, 7), np.uint16))
+        assert not write_whole_chunks(ds, (slice(0, 4), slice(0, 5)), np.ones((4, 5), np.uint16))
+        assert not ds.id.get_num_chunks()
+        assert write_whole_chunks(ds, (slice(4, 10), slice(0, 7)), np.full((6, 7), 9, np.uint16))
+        assert ds.id.get_num_chunks() == 2
+        assert ds[...].tolist() == [[0] * 7] * 4 + [[9] * 7] * 6
+        shuffled = f.create_dataset("y", shape=(4, 7), dtype=np.uint16, chunks=(4, 7), shuffle=True)
+        assert not write_whole_chunks(shuffled, (slice(0, 4), slice(0, 7)), np.ones((4, 7), np.uint16))
 
 
 def test_hdf5_into_existing_file_replaces_only_its_dataset(tmp_path):

@@ -42,6 +42,7 @@ _HDF5_EXTS = (".h5", ".hdf5", ".ilp")
 _CONTAINER_EXTS = _HDF5_EXTS + (".n5", ".zarr", ".npz")
 _TIFF_EXTS = (".tif", ".tiff")
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+_CHUNK_CACHE = 64 << 20  # bytes of decompressed chunks an open HDF5 input keeps for the next blocks' halos
 SUPPORTED_EXTENSIONS = _CONTAINER_EXTS + (".npy",) + _TIFF_EXTS + _IMAGE_EXTS
 STACK_AXES = "tzc"
 
@@ -143,14 +144,9 @@ def derived_source(like: Source, shape_tzyxc: Sequence[int], dtype, read: Reader
 def open_project_internal(h5_dataset: h5py.Dataset, axes: str | None, nickname: str, dataset_dir: str) -> Source:
     """A Source over image data stored inside an open project (`Input Data/local_data/<id>`)."""
     data = _hdf5_metadata(h5_dataset, lambda slices: h5_dataset[slices])
-    return _make_source(
-        data,
-        axes,
-        nickname=nickname,
-        dataset_dir=dataset_dir,
-        paths=(os.path.abspath(h5_dataset.file.filename),),
-        name=f"{h5_dataset.file.filename}/{h5_dataset.name.lstrip('/')}",
-    )
+    return _make_source(data, axes, nickname=nickname, dataset_dir=dataset_dir,
+                        paths=(os.path.abspath(h5_dataset.file.filename),),
+                        name=f"{h5_dataset.file.filename}/{h5_dataset.name.lstrip('/')}")
 
 
 def _make_source(data: _Data, axes: str | None, nickname: str, dataset_dir: str, paths: tuple, name: str) -> Source:
@@ -247,7 +243,7 @@ def _open_file(external: str, inner: str, cache: bool) -> _Data:
     ext = _extension(external)
     try:
         if ext in _HDF5_EXTS:
-            return _open_hdf5(external, inner)
+            return _open_hdf5(external, inner, cache)
         if ext == ".n5":
             return _open_n5(external, inner)
         if ext == ".zarr":
@@ -275,28 +271,32 @@ def _listing(names: Sequence[str], limit: int = 20) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _open_hdf5(path: str, inner: str) -> _Data:
+def _open_hdf5(path: str, inner: str, cache: bool) -> _Data:
+    """With `cache`, reads share one open dataset whose chunk cache (up to _CHUNK_CACHE bytes) keeps the chunks
+    that neighbouring blocks' halos read again: each compressed chunk is decompressed about once."""
     with h5py.File(path, "r", locking=False) as f:
         datasets = []
         f.visititems(lambda name, obj: datasets.append((name, obj.shape)) if isinstance(obj, h5py.Dataset) else None)
         if not inner:
             images = [name for name, shape in datasets if 2 <= len(shape) <= 5]
             if len(images) != 1:
-                raise UserError(
-                    f"{path} holds {len(images)} image datasets; name one as {path}/<dataset>: "
-                    f"{_listing(['/' + n + ' ' + str(s) for n, s in datasets])}."
-                )
+                raise UserError(f"{path} holds {len(images)} image datasets; name one as {path}/<dataset>: "
+                                f"{_listing(['/' + n + ' ' + str(s) for n, s in datasets])}.")
             inner = images[0]
         node = f.get(inner)
         if not isinstance(node, h5py.Dataset):
-            raise UserError(
-                f"{path} has no dataset '/{inner.strip('/')}'; datasets there: "
-                f"{_listing(['/' + n + ' ' + str(s) for n, s in datasets])}."
-            )
+            raise UserError(f"{path} has no dataset '/{inner.strip('/')}'; datasets there: "
+                            f"{_listing(['/' + n + ' ' + str(s) for n, s in datasets])}.")
+        cache_bytes = min(node.size * node.dtype.itemsize, _CHUNK_CACHE) if cache and node.chunks else 0
+        opened: list[h5py.Dataset] = []  # the shared dataset, opened at the first read (closed with the Source)
 
         def read(slices: tuple[slice, ...]) -> np.ndarray:
-            with h5py.File(path, "r", locking=False) as h5:
-                return h5[inner][slices]
+            if not cache_bytes:
+                with h5py.File(path, "r", locking=False) as h5:
+                    return h5[inner][slices]
+            if not opened:
+                opened.append(h5py.File(path, "r", locking=False, rdcc_nbytes=cache_bytes, rdcc_nslots=100_003)[inner])
+            return opened[0][slices]
 
         return _hdf5_metadata(node, read)
 

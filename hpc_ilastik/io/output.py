@@ -38,8 +38,8 @@ def open_writer(fmt: str, path: str, *, internal_path: str = "exported_data", sh
     """A writer for an export image of `shape`/`dtype` in output axis order `axes`.
 
     `path` is the output file (container, or template with {slice_index} for sequences); `internal_path`
-    the dataset inside HDF5/N5/zarr; `chunks` the block shape for N5/zarr/OME-Zarr (blocks must be
-    chunk-aligned when several ranks write); `drange`, `resolutions` (pixel size per axis) and `units`
+    the dataset inside HDF5/N5/zarr; `chunks` the block shape (N5, zarr and OME-Zarr chunks; HDF5 chunks
+    divide it; blocks must be chunk-aligned when several ranks write); `drange`, `resolutions` (pixel size per axis) and `units`
     go into the metadata; `offset` is the cut-out start (sequence indices, OME-Zarr translation);
     `ranks` the processes writing it together (streaming formats only); `fingerprint` makes the output resumable."""
     shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
@@ -60,6 +60,7 @@ def open_writer(fmt: str, path: str, *, internal_path: str = "exported_data", sh
     if os.path.isdir(path):
         raise UserError(f"the output {path} is a folder; remove it or choose another --output_filename_format.")
     if name.endswith("hdf5"):
-        return HDF5Writer(path, internal_path, shape, dtype, axes, name == "compressed hdf5", drange, resolutions, units)
+        return HDF5Writer(path, internal_path, shape, dtype, axes, name == "compressed hdf5", drange, resolutions, units,
+                          chunks)
     return WholeImageWriter(path, shape, dtype, files_for(name, path, shape, axes, offset, resolutions, units),
                              memory_limit)

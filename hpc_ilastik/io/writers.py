@@ -30,6 +30,7 @@ import numpy as np
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.io.axes import make_axistags
+from hpc_ilastik.io.hdf5_chunks import block_aligned_chunks, write_whole_chunks
 
 MEMORY_LIMIT = 1 << 30  # whole-image formats buffer up to this many bytes in memory, more in a memmap
 EXIT_WRITE_FAILED = 74  # sysexits.h's EX_IOERR: the output could not be written (a usage error exits 2)
@@ -123,11 +124,12 @@ class WholeImageWriter(Writer):
 
 
 class HDF5Writer(Writer):
-    """Streams into `<file>.tmp-<pid>`; close renames it, or copies the dataset into an existing file."""
+    """Streams into `<file>.tmp-<pid>`; close renames it, or copies the dataset into an existing file. Given the
+    block shape (`blocks`), the chunks are ilastik's moved to divide it, and each block goes in as whole chunks."""
 
     def __init__(self, path: str, internal_path: str, shape: tuple[int, ...], dtype: np.dtype, axes: str,
                  compress: bool, drange: Sequence[float] | None, resolutions: Mapping[str, float] | None,
-                 units: Mapping[str, str] | None) -> None:
+                 units: Mapping[str, str] | None, blocks: Sequence[int] | None = None) -> None:
         self.path = path
         self._internal = internal_path.strip("/")
         if not self._internal:
@@ -141,9 +143,11 @@ class HDF5Writer(Writer):
             with reporting_write_errors(path, _HDF5_ERRORS):
                 self._file = h5py.File(self._temp, "w")
                 options = {"compression": "gzip", "compression_opts": 1} if compress else {}
-                self._dataset = self._file.create_dataset(
-                    self._internal, shape=shape, dtype=dtype, chunks=ilastik_chunks(shape, axes, dtype, 512_000),
-                    **options)
+                chunks = ilastik_chunks(shape, axes, dtype, 512_000)
+                if blocks is not None:
+                    chunks = block_aligned_chunks(chunks, [min(b, n) for b, n in zip(blocks, shape)])
+                self._dataset = self._file.create_dataset(self._internal, shape=shape, dtype=dtype, chunks=chunks,
+                                                          **options)
                 _describe_hdf5(self._dataset, axes, drange, resolutions, units)
         except BaseException:
             self.abort()
@@ -151,7 +155,8 @@ class HDF5Writer(Writer):
 
     def write(self, slices: Sequence[slice], data: np.ndarray) -> None:
         with reporting_write_errors(self.path, _HDF5_ERRORS):
-            self._dataset[tuple(slices)] = data
+            if not write_whole_chunks(self._dataset, slices, data):
+                self._dataset[tuple(slices)] = data
 
     def close(self) -> None:
         try:
