@@ -169,8 +169,9 @@ def _size(shape: tuple[int, ...]) -> str:
 def commands(work: Workload, oracle: Path, folder: Path) -> dict[str, tuple[list[str], dict[str, str], Path]]:
     """Each engine's command, environment and HDF5 output file."""
     common = [f"--project={work.project}", "--output_format=hdf5", *work.args]
-    ours_env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    theirs_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # ilastik.sh sets its own
+    env = objects.as_installed()  # the warm-up runs write both engines' .pyc files
+    ours_env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
+    theirs_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}  # ilastik.sh sets its own
     theirs_env.update(work.ilastik_env)
     outputs = {name: folder / f"{work.key}-{name}.h5" for name in ("ilastik", "ours")}
     return {

@@ -98,13 +98,20 @@ def timed(command: list[str], env: dict | None = None) -> tuple[float, float]:
     return wall, peak_kib / 1024
 
 
+def as_installed() -> dict[str, str]:
+    """This environment without PYTHONDONTWRITEBYTECODE: each engine keeps the .pyc files its first run writes, as
+    an installation has them (a source build would otherwise compile every module again in every run)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def ours(raw: str, maps: str, output: Path) -> tuple[float, float]:
     return timed([sys.executable, "-m", "hpc_ilastik", *ARGS, "--threads=1", "--quiet", f"--project={PROJECT}",
-                  f"--raw_data={raw}", f"--prediction_maps={maps}", f"--output_filename_format={output}"])
+                  f"--raw_data={raw}", f"--prediction_maps={maps}", f"--output_filename_format={output}"],
+                 as_installed())
 
 
 def ilastik(oracle: Path, raw: str, maps: str, output: Path) -> tuple[float, float]:
-    env = dict(os.environ, LAZYFLOW_THREADS="1", ILASTIK_ORACLE_VIGRA="source")
+    env = dict(as_installed(), LAZYFLOW_THREADS="1", ILASTIK_ORACLE_VIGRA="source")
     return timed([str(oracle), *ARGS, f"--project={PROJECT}", f"--raw_data={raw}", f"--prediction_maps={maps}",
                   f"--output_filename_format={output}"], env)
 
