@@ -85,62 +85,90 @@ def _damaged(group: h5py.Group, why: str) -> UserError:
 
 def _scalar(group: h5py.Group, path: str) -> float:
     try:
-        return float(np.ravel(group[path][()])[0])
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        return float(_whole_dataset(group, path, np.float64)[0])
+    except (KeyError, IndexError, TypeError, ValueError, OSError) as exc:
         raise _damaged(group, f"cannot read {path}") from exc
 
 
-def _flatten_tree(group: h5py.Group, topology: np.ndarray, parameters: np.ndarray, n_classes: int,
-                  n_features: int) -> tuple[np.ndarray, ...]:
-    """One tree's topology/parameters → (feature, threshold, children, leaf_probs, leaf_weights), root first.
+def _flatten_trees(group: h5py.Group, topologies: Sequence[np.ndarray], parameters: Sequence[np.ndarray],
+                   n_classes: int, n_features: int) -> dict[str, np.ndarray]:
+    """Every tree's topology/parameters → the VigraForest arrays (feature, threshold, children, leaf_probs,
+    leaf_weights, split_start, leaf_start), each tree's nodes root first in level order.
 
-    Nodes are found level by level from the root at offset 2; every offset is checked, so a damaged
-    file gives a UserError and the flattened tree is always finite and acyclic.
-    """
-    size = len(topology)
-    if size < 4 or topology[1] != n_classes:
+    Nodes are found level by level from the roots (offset 2 of each topology), all trees at once; every offset is
+    checked against its own tree, so a damaged file gives a UserError and the flattened trees are always finite
+    and acyclic."""
+    sizes = np.array([len(t) for t in topologies], dtype=np.int64)
+    if (sizes < 4).any() or any(t[1] != n_classes for t in topologies):
         raise _damaged(group, "tree header does not match the class count")
-    levels = []
-    frontier = np.array([2], dtype=np.int64)
-    visited = 0
+    n_trees = len(topologies)
+    base = np.concatenate([[0], np.cumsum(sizes)])
+    topo = np.concatenate(topologies)
+    value_sizes = np.array([len(p) for p in parameters], dtype=np.int64)
+    value_base = np.concatenate([[0], np.cumsum(value_sizes)])
+    values = np.concatenate(parameters)
+    frontier, tree = base[:-1] + 2, np.arange(n_trees)  # node offsets (into topo) and their trees
+    levels, level_trees = [], []
+    visited = np.zeros(n_trees, dtype=np.int64)
     while frontier.size:
-        if frontier.min() < 2 or frontier.max() + 1 >= size:
+        local = frontier - base[tree]
+        if local.min() < 2 or (local + 1 >= sizes[tree]).any():
             raise _damaged(group, "a child offset points outside the tree")
-        visited += frontier.size
-        if visited > size:
+        visited += np.bincount(tree, minlength=n_trees)
+        if (visited > sizes).any():
             raise _damaged(group, "the tree has a cycle")
-        kinds = topology[frontier]
+        kinds = topo[frontier]
         known = (kinds == SPLIT_NODE) | (kinds == LEAF_NODE)
         if not known.all():
             bad = int(kinds[~known][0])
             raise UserError(f"The random forest '{group.name}' uses node type {bad:#x}, which hpc-ilastik does not "
                             "support (only threshold splits and constant-probability leaves, as ilastik trains them).")
         levels.append(frontier)
-        splits = frontier[kinds == SPLIT_NODE]
-        if splits.size and splits.max() + 4 >= size:
+        level_trees.append(tree)
+        is_split = kinds == SPLIT_NODE
+        splits, tree = frontier[is_split], tree[is_split]
+        if splits.size and (splits - base[tree] + 4 >= sizes[tree]).any():
             raise _damaged(group, "a split node is cut off")
-        frontier = topology[np.stack([splits + 2, splits + 3], axis=1).ravel()].astype(np.int64)
-    nodes = np.concatenate(levels)
+        tree = np.repeat(tree, 2)
+        frontier = topo[np.stack([splits + 2, splits + 3], axis=1).ravel()].astype(np.int64) + base[tree]
+    order = np.argsort(np.concatenate(level_trees), kind="stable")  # tree by tree, each in level order
+    nodes, node_tree = np.concatenate(levels)[order], np.concatenate(level_trees)[order]
     if np.unique(nodes).size != nodes.size:
         raise _damaged(group, "a node is reached twice")
-    is_split = topology[nodes] == SPLIT_NODE
+    is_split = topo[nodes] == SPLIT_NODE
     splits, leaves = nodes[is_split], nodes[~is_split]
+    split_tree, leaf_tree = node_tree[is_split], node_tree[~is_split]
 
-    lookup = np.zeros(size, dtype=np.int64)  # node offset → split index, or -1 - leaf index
+    lookup = np.zeros(topo.size, dtype=np.int64)  # node offset → split index, or -1 - leaf index
     lookup[splits] = np.arange(splits.size)
     lookup[leaves] = -1 - np.arange(leaves.size)
-    split_par = topology[splits + 1].astype(np.int64)
-    leaf_par = topology[leaves + 1].astype(np.int64)
-    if (split_par.size and (split_par.min() < 0 or split_par.max() + 1 >= len(parameters))) or (
-        leaf_par.min() < 0 or leaf_par.max() + n_classes >= len(parameters)
+    split_par = topo[splits + 1].astype(np.int64)
+    leaf_par = topo[leaves + 1].astype(np.int64)
+    if (split_par.size and (split_par.min() < 0 or (split_par + 1 >= value_sizes[split_tree]).any())) or (
+        leaf_par.min() < 0 or (leaf_par + n_classes >= value_sizes[leaf_tree]).any()
     ):
         raise _damaged(group, "a parameter offset points outside the tree's parameters")
-    feature = topology[splits + 4].astype(np.int32)
+    feature = topo[splits + 4].astype(np.int32)
     if feature.size and (feature.min() < 0 or feature.max() >= n_features):
         raise _damaged(group, "a split uses a feature column beyond the forest's feature count")
-    children = lookup[topology[np.stack([splits + 2, splits + 3], axis=1)]].reshape(-1, 2)
-    leaf_probs = parameters[leaf_par[:, None] + 1 + np.arange(n_classes)]
-    return feature, parameters[split_par + 1], children, leaf_probs, parameters[leaf_par]
+    split_par += value_base[split_tree]
+    leaf_par += value_base[leaf_tree]
+    children = lookup[topo[np.stack([splits + 2, splits + 3], axis=1)] + base[split_tree][:, None]]
+    return dict(feature=feature, threshold=values[split_par + 1], children=children.astype(np.int32).reshape(-1, 2),
+                leaf_probs=values[leaf_par[:, None] + 1 + np.arange(n_classes)], leaf_weights=values[leaf_par],
+                split_start=np.concatenate([[0], np.cumsum(np.bincount(split_tree, minlength=n_trees))]),
+                leaf_start=np.concatenate([[0], np.cumsum(np.bincount(leaf_tree, minlength=n_trees))]))
+
+
+def _whole_dataset(group: h5py.Group, path: str, dtype: type) -> np.ndarray:
+    """A dataset of the group, flat, converted to `dtype` by HDF5: h5py's low-level calls, as a forest holds
+    hundreds of small datasets and the high-level objects cost ten times the reads."""
+    dataset = h5py.h5d.open(group.id, path.encode())
+    if dataset.get_type().get_class() not in (h5py.h5t.INTEGER, h5py.h5t.FLOAT):
+        raise TypeError(f"{path} holds no numbers")
+    values = np.empty(dataset.shape, dtype=dtype)
+    dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, values)
+    return values.ravel()
 
 
 def read_vigra_forest(group: h5py.Group) -> VigraForest:
@@ -154,16 +182,15 @@ def read_vigra_forest(group: h5py.Group) -> VigraForest:
                         key=lambda k: int(k[5:]) if k[5:].isdigit() else -1)
     if not tree_names or int(_scalar(group, "_options/tree_count_")) != len(tree_names):
         raise _damaged(group, "tree_count_ does not match the stored trees")
-    parts = []
+    topologies, parameters = [], []
     for name in tree_names:
         try:
-            topology = np.asarray(group[name]["topology"][()], dtype=np.int64).ravel()
-            parameters = np.asarray(group[name]["parameters"][()], dtype=np.float64).ravel()
-        except (KeyError, TypeError, ValueError) as exc:
+            topologies.append(_whole_dataset(group, f"{name}/topology", np.int64))
+            parameters.append(_whole_dataset(group, f"{name}/parameters", np.float64))
+        except (KeyError, TypeError, ValueError, OSError) as exc:
             raise _damaged(group, f"{name} lacks topology/parameters") from exc
-        parts.append(_flatten_tree(group, topology, parameters, n_classes, n_features))
-    return _concatenate_trees(
-        parts, labels=labels, n_features=n_features,
+    return VigraForest(
+        **_flatten_trees(group, topologies, parameters, n_classes, n_features), labels=labels, n_features=n_features,
         predict_weighted=bool(_scalar(group, "_options/predict_weighted_")),
         n_samples=int(_scalar(group, "_ext_param/row_count_")) if "_ext_param/row_count_" in group else 0,
         mtry=int(_scalar(group, "_ext_param/actual_mtry_")) if "_ext_param/actual_mtry_" in group else 0,
