@@ -12,7 +12,7 @@ from hpc_ilastik import __version__
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.run import interrupt
 from hpc_ilastik.run.distributed import PeerError
-from hpc_ilastik.run.process import finish, keep_freed_memory, start_numba_lightly
+from hpc_ilastik.run.process import finish, keep_freed_memory, start_numba_lightly, started
 from hpc_ilastik.run.progress import INTERVAL_ENV, launcher_rank
 from hpc_ilastik.workflows.options import ExportRequest, HeadlessOptions, InputOptions, RunOptions, TrainingOptions
 
@@ -314,6 +314,7 @@ def _dispatch(argv: list[str]) -> int:
         start_numba_lightly()
         from hpc_ilastik.train import train_command
 
+        started()
         train_command(raw=args.raw, labels=args.labels, features=args.features, tree_count=args.tree_count,
                       output=args.output, raw_axes=args.input_axes, store_inside=args.store_inside, seed=args.seed)
         return 0
@@ -323,6 +324,7 @@ def _dispatch(argv: list[str]) -> int:
         start_numba_lightly()
         from hpc_ilastik.demo import run_demo
 
+        started()
         return run_demo(args.output_dir, distributed=args.distributed, quiet=args.quiet)
     args = headless_parser().parse_args(_bare_readonly(argv))
     if args.redirect_output:
@@ -346,6 +348,7 @@ def _dispatch(argv: list[str]) -> int:
     start_numba_lightly()
     from hpc_ilastik.workflows.headless import run_headless
 
+    started()
     run_headless(options)
     return 0
 

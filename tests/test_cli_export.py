@@ -100,6 +100,30 @@ def test_console_script_ends_with_complete_outputs_and_log(data, tmp_path):
     assert failed.returncode == 2 and "missing.png" in failed.stderr
 
 
+def test_the_command_starts_without_the_collector_and_a_caller_of_main_keeps_its_own(data, tmp_path):
+    """The command (`__main__.main`) imports and starts with the cyclic garbage collector off, then freezes what
+    the start made and turns the collector on before the blocks; `cli.main` called from Python leaves the
+    caller's collector as it was."""
+    script = f"""
+import gc, sys
+from hpc_ilastik.run import process
+if sys.argv[1] == "command":
+    process.start_without_collecting()
+assert gc.isenabled() == (sys.argv[1] != "command")
+import numpy as np
+from hpc_ilastik import cli
+assert gc.isenabled() == (sys.argv[1] != "command")  # the imports ran without it
+assert cli.main(["--headless", "--project={PROJECT}", "--output_filename_format={tmp_path}/" + sys.argv[1],
+                 "--output_format=hdf5", "{data['png']}"]) == 0
+print(gc.isenabled(), gc.get_freeze_count() > 10_000)
+"""
+    for kind, frozen in (("command", "True"), ("caller", "False")):
+        done = subprocess.run([sys.executable, "-c", script, kind], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["True", frozen]
+        np.testing.assert_array_equal(read_h5(tmp_path / f"{kind}.h5")[0], data["probs"])
+
+
 def test_a_run_imports_only_what_it_uses_compiles_nothing_and_numba_still_has_blas(data, tmp_path):
     """Every process (every MPI rank) pays for its imports and for what numba compiles: an HDF5-to-HDF5 run
     loads no image, TIFF, zarr or N5-codec library; once numba's cache holds the kernels a later run only loads
