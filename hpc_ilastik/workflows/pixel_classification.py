@@ -71,7 +71,7 @@ def run_image(project: PixelClassificationProject, ensembles: list[ForestEnsembl
     check_distinct_paths(targets)
     region = targets[0].region
     context = halo(stages, max(needed_stage(t.key, len(stages)) for t in targets))
-    block_shape = fit_block_shape(block_shape_for(batch.options.run, shape),
+    block_shape = fit_block_shape(block_shape_for(batch.options.run, shape, context),
                                   lambda shape: block_memory(shape, context, stages),
                                   block_threads(batch.options.run, comm, None), batch.options.run)
     grid = blk.plan_blocks(shape, block_shape, region[:4] + (slice(0, shape[4]),))
