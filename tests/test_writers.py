@@ -87,6 +87,19 @@ def test_hdf5_blocks_go_in_as_whole_chunks(tmp_path, monkeypatch, fmt, compressi
         np.testing.assert_array_equal(ds[...], image)
 
 
+def test_hdf5_whole_chunks_in_any_axis_order(tmp_path, monkeypatch):
+    image = np.random.default_rng(2).integers(0, 60000, (2, 3, 20, 30, 40), dtype=np.uint16)  # tczyx
+    whole = []
+    monkeypatch.setattr(writers, "write_whole_chunks", lambda *args: whole.append(write_whole_chunks(*args))
+                        or whole[-1])
+    write_blocks("compressed hdf5", tmp_path / "out.h5", image, "tczyx", block=(1, 3, 10, 30, 20),
+                 chunks=(1, 3, 10, 30, 20))
+    assert len(whole) == 2 * 2 * 2 and all(whole)
+    with h5py.File(tmp_path / "out.h5", "r") as f:
+        assert f["exported_data"].chunks == (1, 1, 10, 30, 20)
+        np.testing.assert_array_equal(f["exported_data"][...], image)
+
+
 def test_hdf5_whole_chunk_writes_only_where_every_chunk_is_covered(tmp_path):
     with h5py.File(tmp_path / "x.h5", "w") as f:
         ds = f.create_dataset("x", shape=(10, 7), dtype=np.uint16, chunks=(4, 7), compression="gzip")
@@ -98,6 +111,10 @@ def test_hdf5_whole_chunk_writes_only_where_every_chunk_is_covered(tmp_path):
         assert ds[...].tolist() == [[0] * 7] * 4 + [[9] * 7] * 6
         shuffled = f.create_dataset("y", shape=(4, 7), dtype=np.uint16, chunks=(4, 7), shuffle=True)
         assert not write_whole_chunks(shuffled, (slice(0, 4), slice(0, 7)), np.ones((4, 7), np.uint16))
+        other_type = np.ones((4, 7), ">u2")  # big-endian: HDF5 converts it, a direct write would not
+        assert not write_whole_chunks(ds, (slice(0, 4), slice(0, 7)), other_type)
+        ds[0:4] = other_type
+        assert ds[...].tolist() == [[1] * 7] * 4 + [[9] * 7] * 6
 
 
 def test_hdf5_into_existing_file_replaces_only_its_dataset(tmp_path):

@@ -27,11 +27,11 @@ def _divisors(n: int) -> list[int]:
 
 def write_whole_chunks(dataset: h5py.Dataset, slices: Sequence[slice], data: np.ndarray) -> bool:
     """Write `data` into `slices` of `dataset` by direct chunk writes if the slices cover every chunk they touch
-    (edge chunks up to the dataset's end) and the dataset's only filter, if any, is gzip (deflated here as HDF5
-    would); False, with nothing written, otherwise."""
+    (edge chunks up to the dataset's end), `data` has the dataset's dtype and the dataset's only filter, if any,
+    is gzip (deflated here as HDF5 would); False, with nothing written, otherwise."""
     chunks, shape = dataset.chunks, dataset.shape
-    if chunks is None or dataset.compression not in (None, "gzip") or dataset.shuffle or dataset.fletcher32 \
-            or dataset.scaleoffset is not None:
+    if chunks is None or data.dtype != dataset.dtype or dataset.compression not in (None, "gzip") or dataset.shuffle \
+            or dataset.fletcher32 or dataset.scaleoffset is not None:  # bytes go in as they are: no conversion
         return False
     level = dataset.compression_opts if dataset.compression else None
     starts = [s.start for s in slices]
