@@ -26,6 +26,7 @@ from typing import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from features import fastest  # noqa: E402
 from run import workloads  # noqa: E402
 
 from hpc_ilastik.pixel.features import FeaturePlan, compute_features, plan_features  # noqa: E402
@@ -64,16 +65,6 @@ def same_features(stop, edge: int) -> None:
     block, plan, crop = block_with_halo(edge)
     while not stop.is_set():
         compute_features(block, plan, crop)
-
-
-def fastest(work: Callable[[], object], runs: int = 3) -> float:
-    """Seconds of the fastest of `runs` runs of `work`."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 NEIGHBOURS: dict[str, tuple[Callable[..., None] | None, bool]] = {  # name: (target, takes the block edge)

@@ -39,11 +39,12 @@ SHARED = Path(os.environ.get("HPC_ILASTIK_SHARED", BENCH.parent.parent / "shared
 WORKLOAD_A = SHARED / "fixtures" / "bench"
 
 
-def fastest(work: Callable[[], object], rounds: int) -> float:
-    """Seconds of the fastest of `rounds` runs after an untimed one."""
-    work()
+def fastest(work: Callable[[], object], runs: int = 3, warm_up: bool = False) -> float:
+    """Seconds of the fastest of `runs` runs of `work` (after an untimed one if `warm_up`)."""
+    if warm_up:
+        work()
     times = []
-    for _ in range(rounds):
+    for _ in range(runs):
         start = time.perf_counter()
         work()
         times.append(time.perf_counter() - start)
@@ -68,7 +69,7 @@ def profile(selection: FeatureSelection, block: np.ndarray, halo: tuple[int, ...
 
     def timed(sel: FeatureSelection) -> float:
         plan = plan_features(sel, shape, block.shape[3], check=False)
-        return 1e3 * fastest(lambda: compute_features(block, plan, crop), rounds)
+        return 1e3 * fastest(lambda: compute_features(block, plan, crop), rounds, warm_up=True)
 
     rows = []
     for column in selection.selected_columns():
