@@ -11,7 +11,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.forest.ensemble import ForestEnsemble, read_classifier, write_classifier
-from hpc_ilastik.forest.predict import _constant_norm, _leaf_groups, _mask_arrays
+from hpc_ilastik.forest.predict import _constant_norm, _derived_class, _leaf_groups, _mask_arrays
 from hpc_ilastik.forest.regression import from_pickled
 from hpc_ilastik.forest.vigra import LEAF_NODE, from_sklearn, read_vigra_forest, write_vigra_forest
 from hpc_ilastik.io.pickles import read_pickle
@@ -188,9 +188,12 @@ def test_trees_of_pure_leaves_add_by_groups_as_vigra(weighted):
     forest = from_sklearn(rf, predict_weighted=weighted)
     leaves = np.diff(forest.leaf_start)
     masks = _mask_arrays([forest])
-    grouped, group_start = _leaf_groups(masks[-2], masks[-1], forest.leaf_probs)[:2]
+    derived = _derived_class(forest.leaf_probs * (forest.leaf_weights[:, None] if weighted else 1.0))
+    grouped, group_start = _leaf_groups(masks[-2], masks[-1], forest.leaf_probs, np.full(7, derived))[:2]
     assert 8 < leaves.min() and leaves.max() <= 32 and grouped.all()
-    assert (np.diff(group_start) <= 3).all()  # three classes, pure leaves: a group per class at most
+    # three classes, pure leaves: a group per class at most, and unweighted one class's sums are derived from
+    # the others' (each tree gives exactly one 1)
+    assert (derived < 0) == weighted and (np.diff(group_start) <= (3 if weighted else 2)).all()
     probes = np.concatenate([_threshold_probes(rf.estimators_, X[:200]), X[:5] * np.nan])
     np.testing.assert_array_equal(forest.predict_proba(probes), _vigra_by_hand(forest, probes))
 

@@ -44,15 +44,28 @@ def pack_forests(forests: Sequence[VigraForest]) -> tuple[np.ndarray, ...]:
     values = np.ascontiguousarray(np.concatenate(
         [f.leaf_probs * (f.leaf_weights[:, None] if f.predict_weighted else 1.0) for f in forests]), dtype=np.float64)
     masks = _mask_arrays(forests)
+    per_forest = np.split(values, np.cumsum([len(f.leaf_weights) for f in forests])[:-1])
+    derived = np.array([_derived_class(v) for v in per_forest], dtype=np.int64)
     return (
         *_walk_arrays(forests),
         *masks,
-        *_leaf_groups(masks[-2], masks[-1], values),
+        *_leaf_groups(masks[-2], masks[-1], values, np.repeat(derived, [f.n_trees for f in forests])),
+        derived,
         values,
         np.cumsum([0] + [f.n_trees for f in forests]).astype(np.int64),
-        np.array([_constant_norm(v, f.leaf_start) for v, f in zip(np.split(values, np.cumsum(
-        [len(f.leaf_weights) for f in forests])[:-1]), forests)], dtype=np.float32),
+        np.array([_constant_norm(v, f.leaf_start) for v, f in zip(per_forest, forests)], dtype=np.float32),
     )
+
+
+def _derived_class(values: np.ndarray) -> int:
+    """The class whose sum the kernel derives instead of adding it up, or -1: where every leaf gives exactly 1 to
+    one class and 0 to the others (ilastik's pure leaves), each tree adds exactly one 1, so a row's sums are whole
+    numbers, exact in float32, and the one class's sum is the tree count less the others'. The class that most
+    leaves give their vote to (the most group passes spared)."""
+    if values.size == 0 or values.shape[1] < 2 or not np.isin(values, (0.0, 1.0)).all() \
+            or not (values.sum(axis=1) == 1.0).all():
+        return -1
+    return int(np.argmax(values.sum(axis=0)))
 
 
 def predict_columns(X: np.ndarray, packed: tuple[np.ndarray, ...], n_columns: int, combine: bool) -> np.ndarray:
@@ -147,8 +160,8 @@ def _add_exit_groups(reachable, m, g_class, g_value, g_bits, first, stop, acc, w
 
 @njit(cache=True, nogil=True)
 def _predict_kernel(Xt, feature, threshold, children, roots, depths, walked, m_feature, m_threshold, m_bits, m_start,
-                    m_leaves, m_leaf_start, grouped, g_start, g_class, g_value, g_bits, leaf_values, forest_trees, norms,
-                    combine, out):
+                    m_leaves, m_leaf_start, grouped, g_start, g_class, g_value, g_bits, derived, leaf_values,
+                    forest_trees, norms, combine, out):
     """Forest probabilities into `out` (zeros, float32 (n, C)) for the C-contiguous features Xt (F, n):
     vigra's per forest, then ilastik's tree-count weighted mean of the forests if `combine` (else `out`
     is the single forest's own result). Rows go _BATCH_ROWS at a time through every tree (their features
@@ -194,6 +207,14 @@ def _predict_kernel(Xt, feature, threshold, children, roots, depths, walked, m_f
                     _lowest_leaves(reachable, m, leaves, leaf)
                     _add_leaves(leaf, m, leaf_values, acc, weight, track_weight)
             trees_f = np.float32(forest_trees[f + 1] - forest_trees[f])
+            d = derived[f]
+            if d >= 0:  # whole numbers: the tree count less the other classes' sums is this class's, exactly
+                for r in range(m):
+                    others = np.float32(0)
+                    for c in range(n_classes):
+                        if c != d:
+                            others += acc[c, r]
+                    acc[d, r] = trees_f - others
             for r in range(m):
                 if not has_nan[r]:
                     norm = np.float32(weight[r]) if track_weight else norms[f]
@@ -227,10 +248,12 @@ def _constant_norm(values: np.ndarray, leaf_start: np.ndarray) -> float:
     return float(np.float32(lo)) if np.float32(lo) == np.float32(hi) else math.nan
 
 
-def _leaf_groups(leaves: np.ndarray, leaf_start: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, ...]:
+def _leaf_groups(leaves: np.ndarray, leaf_start: np.ndarray, values: np.ndarray,
+                 derived: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per masked tree (leaves left to right: leaves[leaf_start[t]:leaf_start[t + 1]]), the groups of leaves that
     give a class the same nonzero value, class by class: whether the tree adds by groups (at most 32 leaves
-    and _FEW_LEAVES groups per class), then g_start[t]:g_start[t + 1] into each group's class, value and bits."""
+    and _FEW_LEAVES groups per class), then g_start[t]:g_start[t + 1] into each group's class, value and bits.
+    The tree's `derived` class (see _derived_class) gets no groups."""
     grouped: list[bool] = []
     starts: list[int] = [0]
     classes: list[int] = []
@@ -244,6 +267,8 @@ def _leaf_groups(leaves: np.ndarray, leaf_start: np.ndarray, values: np.ndarray)
         grouped.append(0 < len(order) <= 32 and bool(per_class.max(initial=0) <= _FEW_LEAVES))
         if grouped[-1]:
             for c, v, bits in groups:
+                if c == derived[t]:
+                    continue
                 classes.append(c)
                 group_values.append(v)
                 group_bits.append(bits)
