@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 
 from hpc_ilastik.cli import main
+from hpc_ilastik.forest.training import train_forests
 from hpc_ilastik.io.inputs import open_input
 from hpc_ilastik.objects.graph_cut import graph_cut_mask
 from hpc_ilastik.objects.labeling import label_components
 from hpc_ilastik.objects.threshold import GRAPH_CUT
 from hpc_ilastik.project.reader import open_project
-from hpc_ilastik.workflows.options import HeadlessOptions, InputOptions
+from hpc_ilastik.workflows import tracking
+from hpc_ilastik.workflows.options import HeadlessOptions, InputOptions, TrainingOptions
 from hpc_ilastik.workflows.tracking import measure_time_series, object_image, solve_image, tracking_classifiers
 from tests.conftest import FIXTURES
 from tests.tracking_support import check_ctc_folder
@@ -189,6 +191,29 @@ def test_flow_solver_against_the_exact_one(project, record_property):
     assert gap < 0.05
     record_property("figures", f"{Path(project).name}: flow solver energy {flow.energy:.4f}, exact {exact.energy:.4f} "
                                f"(gap {100 * gap:.3f} %)")
+
+
+def test_retraining_both_classifiers_measures_the_projects_image_once(monkeypatch):
+    """--retrain with divisions: the project's image is measured once, with the division features, for both
+    forests; the object count forest sees the tables without them, the rows it saw when measured alone."""
+    path = str(FIXTURES / "inputdata/mitocheckStructuredLearningTrackingHytraWithDivisions.ilp")
+    project = open_project(path)
+    options = HeadlessOptions(project=path, inputs=InputOptions(files={}), training=TrainingOptions(retrain=True))
+    measured, trained = [], []
+    monkeypatch.setattr(tracking, "measure_time_series",
+                        lambda *args: measured.append(args[1]) or measure_time_series(*args))
+    monkeypatch.setattr(tracking, "train_forests", lambda X, y, *args, **kwargs: trained.append((X, y)) or
+                        train_forests(X, y, *args, **kwargs))
+    classifiers = tracking_classifiers(project, options)
+    assert measured == [True] and len(trained) == 2 and classifiers.division is not None
+    _, raw, second = PROJECTS["inputdata/mitocheckStructuredLearningTrackingHytraWithDivisions.ilp"]
+    image = object_image(project, open_input(str(FIXTURES / raw), None, "z"), open_input(str(FIXTURES / second), None,
+                                                                                         "z"), options)
+    for group, divisions, (X, y) in ((project.count_classifier, False, trained[0]),
+                                     (project.division_classifier, True, trained[1])):
+        alone = measure_time_series(image, divisions, None, 1, True)[1]
+        expected = tracking._labelled_objects(group, lambda lane: alone, divisions)
+        assert len(y) and np.array_equal(X, expected[0]) and np.array_equal(y, expected[1])
 
 
 def test_project_without_classifier_refused(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,17 +175,35 @@ def tracking_classifiers(project: TrackingProject, options: HeadlessOptions) -> 
         raise UserError(f"the project {project.path} tracks without the object-count classifier (withClassifierPrior "
                         "off), which ilastik's headless tracking cannot run either: train the object count "
                         "classifier and enable it in the tracking applet")
-    count = _classifier(project, options, project.count_classifier, "object count", int(p["maxObj"]) + 1)
+    division_group = project.division_classifier
+    train_division = bool(p["withDivisions"]) and division_group is not None and (
+        division_group.forest is None or options.training.retraining)
+    measured: dict[int, list[dict]] = {}  # the project's images, measured once for both classifiers
+
+    def lane_tables(lane_index: int) -> list[dict]:
+        """The feature tables of the project's image `lane_index` (with the division features when the division
+        classifier is trained)."""
+        if lane_index not in measured:
+            roles = ROLES[project.workflow_name]
+            image = object_image(project, training_image(project, lane_index),
+                                 training_image(project, lane_index, roles[1]), options)
+            measured[lane_index] = measure_time_series(image, train_division, None,
+                                                       block_threads(options.run, None, image.grid), True)[1]
+        return measured[lane_index]
+
+    count = _classifier(project, options, project.count_classifier, "object count", int(p["maxObj"]) + 1,
+                        lane_tables)
     division = None
     if p["withDivisions"]:
-        division = _classifier(project, options, project.division_classifier, "division", 2)
+        division = _classifier(project, options, division_group, "division", 2, lane_tables)
     return Classifiers(count, project.count_classifier.selected_features, len(project.count_classifier.label_names),
                        division, project.division_classifier.selected_features if division is not None else {})
 
 
 def _classifier(project: TrackingProject, options: HeadlessOptions, group: ObjectClassifier | None, what: str,
-                n_classes: int) -> ForestEnsemble:
-    """One of the two forests, checked against the classes tracking needs."""
+                n_classes: int, lane_tables: Callable[[int], list[dict]]) -> ForestEnsemble:
+    """One of the two forests, checked against the classes tracking needs (`lane_tables`: the feature tables of
+    the project's images, for training)."""
     if group is None or (group.forest is None and not group.trainable):
         raise UserError(f"the project {project.path} has no trained {what} classifier and no labelled objects to train "
                         f"one: train the {what} classifier in ilastik and save the project")
@@ -199,23 +218,23 @@ def _classifier(project: TrackingProject, options: HeadlessOptions, group: Objec
     trees = training.tree_count or DEFAULT_TREE_COUNT
     log.info("training the %s classifier from the project's labelled objects (%s; seeded, %d trees)", what,
              "--retrain" if asked else "the project stores no trained forest", trees)
-    X, y = _labelled_objects(project, options, group, what == "division")
+    X, y = _labelled_objects(group, lane_tables, what == "division")
     if not len(y):
         raise UserError(f"the {what} classifier of {project.path} has no labelled objects to train from")
     return train_forests(X, y, trees, seed=0)
 
 
-def _labelled_objects(project: TrackingProject, options: HeadlessOptions, group: ObjectClassifier,
+def _labelled_objects(group: ObjectClassifier, lane_tables: Callable[[int], list[dict]],
                       divisions: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(feature rows, classes) of the labelled objects of the project's own images, measured as any input."""
-    roles = ROLES[project.workflow_name]
+    """(feature rows, classes) of the labelled objects of the project's own images, measured as any input; the
+    object count classifier sees the tables without the division features, as when it was trained."""
     xs, ys = [], []
     for lane_index, frames in enumerate(group.object_labels):
         if not any(np.count_nonzero(frame) for frame in frames):
             continue
-        image = object_image(project, training_image(project, lane_index), training_image(project, lane_index,
-                                                                                              roles[1]), options)
-        _, tables = measure_time_series(image, divisions, None, block_threads(options.run, None, image.grid), True)
+        tables = lane_tables(lane_index)
+        if not divisions:
+            tables = [{k: v for k, v in table.items() if k != tracking_features.DIVISION_PLUGIN} for table in tables]
         for table, labels in zip(tables, frames):
             X, y = labelled_samples(feature_matrix(table, tracking_features.computed_selection(group.selected_features,
                                                                                                table)), labels)
