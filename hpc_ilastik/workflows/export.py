@@ -42,6 +42,11 @@ class ExportOptions:
     export_drange: tuple[float, float] | None
     cutout: str | None
 
+    def base_dir(self, project_path: str) -> str:
+        """Where a relative export path is taken from: the working directory when the template was given on the
+        command line, else the project's folder (ilastik's rule)."""
+        return os.getcwd() if self.template_from_cli else os.path.dirname(os.path.abspath(project_path))
+
 
 def export_options(project: Project, request: ExportRequest, sources: Mapping[str, Any],
                    distributed: bool = False) -> ExportOptions:
@@ -137,7 +142,7 @@ def _target_path(project: Project, options: ExportOptions, name: str, nickname: 
     return output_path(
         options.filename_template, options.output_format, dataset_dir=dataset_dir, nickname=nickname,
         result_type=name, region=region,
-        base_dir=os.getcwd() if options.template_from_cli else os.path.dirname(os.path.abspath(project.path)))
+        base_dir=options.base_dir(project.path))
 
 
 def planned_paths(project: Project, options: ExportOptions, nickname: str, dataset_dir: str) -> list[str] | None:

@@ -70,8 +70,7 @@ def plugin_filename(project: TrackingProject, image: ObjectImage, batch: Batch, 
     region = tuple(slice(0, n) for n in raw.shape_tzyxc)
     name = format_path(options.filename_template, dataset_dir=raw.dataset_dir, nickname=raw.nickname,
                        result_type=plugin, region=region)
-    base = os.getcwd() if options.template_from_cli else os.path.dirname(os.path.abspath(project.path))
-    path = os.path.normpath(os.path.join(base, name))
+    path = os.path.normpath(os.path.join(options.base_dir(project.path), name))
     check_not_overwriting(path, list(raw.paths) + [os.path.abspath(project.path)])
     return path
 
