@@ -100,6 +100,29 @@ def test_hdf5_whole_chunks_in_any_axis_order(tmp_path, monkeypatch):
         np.testing.assert_array_equal(f["exported_data"][...], image)
 
 
+def test_abort_waits_for_zarrs_writes_in_flight(tmp_path):
+    """zarr writes a node's documents concurrently and reports the first failure while the others run on: an
+    aborted zarr output is cleaned only once they are done (else their `.partial` temporaries could stay)."""
+    import asyncio
+
+    from zarr.core.sync import _get_loop
+
+    from hpc_ilastik.io import streaming
+
+    image = np.zeros((4, 5, 1), np.uint8)
+    writer = output.open_writer("zarr", str(tmp_path / "out.zarr"), shape=image.shape, dtype=image.dtype, axes="yxc")
+    late = tmp_path / "out.zarr" / ".late.partial"
+
+    async def slow_write() -> None:  # a write still running when the error came back
+        await asyncio.sleep(0.3)
+        late.write_bytes(b"x")
+
+    running = asyncio.run_coroutine_threadsafe(slow_write(), _get_loop())
+    writer.abort()
+    assert running.done() and not late.exists()
+    streaming._settle_zarr_writes()  # nothing left to wait for: returns at once
+
+
 def test_hdf5_whole_chunk_writes_only_where_every_chunk_is_covered(tmp_path):
     with h5py.File(tmp_path / "x.h5", "w") as f:
         ds = f.create_dataset("x", shape=(10, 7), dtype=np.uint16, chunks=(4, 7), compression="gzip")

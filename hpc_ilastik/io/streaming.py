@@ -11,6 +11,8 @@ Facts: ilastik-spec.md §2.6 (ilastik's N5 export, `write_ome_zarr.py`).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import itertools
 import json
 import os
@@ -121,6 +123,7 @@ class StreamingWriter(Writer):
         if self._fingerprint is None:
             for path in reversed(self._created):
                 shutil.rmtree(path, ignore_errors=True)
+        _settle_zarr_writes()
         for folder, _, names in os.walk(self.path):  # zarr's own temporaries of a write that failed (disk full)
             for name in names:
                 if name.startswith(".") and name.endswith(".partial"):
@@ -383,6 +386,29 @@ def chunk_shape(shape: tuple[int, ...], axes: str, chunks: Sequence[int] | None,
     if len(chunks) != len(shape) or any(int(c) < 1 for c in chunks):
         raise ValueError(f"chunks {tuple(chunks)} do not fit shape {shape}")
     return tuple(max(1, min(int(c), n)) for c, n in zip(chunks, shape))
+
+
+def _settle_zarr_writes(timeout: float = 60.0) -> None:
+    """Wait until zarr's I/O loop has finished the writes it started. zarr writes a node's documents concurrently:
+    when one fails (disk full) the error comes back while the others still run, each with its `.partial`
+    temporary, on a daemon thread that an exiting process would cut short, leaving the temporary behind."""
+    try:
+        from zarr.core import sync as zarr_sync
+    except ImportError:
+        return
+    loop = getattr(zarr_sync, "loop", [None])[0]
+    if loop is None or not loop.is_running():  # zarr never wrote in this process
+        return
+
+    async def others_done() -> None:
+        me = asyncio.current_task()
+        while any(task is not me and not task.done() for task in asyncio.all_tasks()):
+            await asyncio.sleep(0.001)
+
+    try:
+        asyncio.run_coroutine_threadsafe(others_done(), loop).result(timeout)
+    except concurrent.futures.TimeoutError:
+        pass  # a write that hangs: its temporary is left, as it would be without this wait
 
 
 def _grid_indices(region: Sequence[slice], chunks: Sequence[int]) -> Iterator[tuple[int, ...]]:
