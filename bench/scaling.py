@@ -2,7 +2,8 @@
 
 Workload A (`shared/fixtures/bench/pixel_class.ilp` on big_256.h5, 256³ uint8, 15 feature channels, 100 trees)
 run by `hpc-ilastik --headless` with w workers in the two ways a node is used: one process with `--threads=w`
-(no MPI), and `mpiexec -n w ... --distributed` with one thread per rank. All kinds alternate, `--rounds`
+(no MPI), and `mpiexec -n w ... --distributed` with one thread per rank, both on the same grid of 64³ blocks
+(`--block`). All kinds alternate, `--rounds`
 times, and each keeps its fastest run. The efficiency of w workers is T(1) / (w · T(w)), for the whole
 command (wall time, start-up and finish included) and for the block phase alone (the time hpc-ilastik logs
 for its blocks). Peak memory is each process's VmHWM (the largest rank's under MPI). Every run's
@@ -90,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts; 1 is always included")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--block", type=int, help="--distributed_block_roi edge (default: hpc-ilastik's own)")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                        help="skip the untimed first run (numba's cache already holds the kernels)")
+    parser.add_argument("--block", type=int, default=64,
+                        help="--distributed_block_roi edge for both ways (default 64: hpc-ilastik's own block for A "
+                             "without --distributed; with it the default is ilastik's 256³, one block of A)")
     parser.add_argument("--quick", action="store_true", help="a 64³ crop, one round (the CI smoke run)")
     parser.add_argument("--json", type=Path, help="write the measurements here")
     args = parser.parse_args(argv)
@@ -103,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             with h5py.File(RAW) as f, h5py.File(folder / "crop.h5", "w") as out:
                 out.create_dataset("data", data=f["data"][:64, :64, :64])
             raw_spec = f"{folder / 'crop.h5'}/data"
+        if args.warm_up:  # numba compiles or loads its cache, the OS caches the files
+            headless(str(PROJECT), raw_spec, "zyx", folder / "warm-up.n5", None, args.block)
         result = measure(raw_spec, folder, workers, 1 if args.quick else args.rounds, args.block)
     info.update(load_after=_load(),
                 command="python bench/scaling.py " + " ".join(argv if argv is not None else sys.argv[1:]))

@@ -13,7 +13,7 @@ from tests.conftest import REPO
 
 def test_quick_scaling_reports_threads_and_ranks_with_identical_outputs(tmp_path):
     report = tmp_path / "scaling.json"
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "scaling.py"), "--quick", "--workers", "2",
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "scaling.py"), "--quick", "--workers", "2", "--block", "32",
                            "--json", str(report)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(report.read_text())

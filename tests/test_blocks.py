@@ -8,7 +8,7 @@ from scipy.ndimage import gaussian_filter
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.run.blocks import parse_block_roi, plan_blocks, read_region
-from hpc_ilastik.workflows.blockwise import thread_count
+from hpc_ilastik.workflows.blockwise import thread_count, tiles_of
 from hpc_ilastik.workflows.options import RunOptions
 
 SHAPE = (2, 600, 300, 100, 3)  # t, z, y, x, c
@@ -139,3 +139,18 @@ def test_thread_count_honours_threads_then_lazyflow_threads_then_slurm_or_the_cp
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
     assert thread_count(RunOptions(), under_mpi=True) == 6 and thread_count(RunOptions(threads=2), under_mpi=True) == 2
     assert thread_count(RunOptions()) == len(os.sched_getaffinity(0))  # a single process: its CPU affinity
+
+
+def test_tiles_of_a_block_cover_it_once_with_slices_relative_to_it():
+    shape = (2, 50, 40, 30, 3)
+    block = plan_blocks(shape, (1, 32, 32, 32, 3))[3]  # t 0, z 32:50, y 32:40, x 0:30
+    tiles = tiles_of(block, (1, 8, 16, 16, 3), shape)
+    assert [t.slices[1:4] for t in tiles[:3]] == [(slice(32, 40), slice(32, 40), slice(0, 16)),
+                                                  (slice(32, 40), slice(32, 40), slice(16, 30)),
+                                                  (slice(40, 48), slice(32, 40), slice(0, 16))]
+    covered = np.zeros(block.shape[:4], int)
+    for tile in tiles:
+        covered[tile.out_slices[:4]] += 1
+        assert all(o.start + b.start == s.start for o, b, s in zip(tile.out_slices[:4], block.slices[:4], tile.slices[:4]))
+    assert len(tiles) == 3 * 1 * 2 and (covered == 1).all()
+    assert tiles_of(block, (1, 64, 64, 64, 3), shape) == [block]  # no larger than a tile: itself

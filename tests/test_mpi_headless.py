@@ -67,6 +67,21 @@ def test_serial_blockwise_equals_whole_image(volume_h5, serial, tmp_path):
     np.testing.assert_array_equal(serial, np.load(whole))
 
 
+def test_blocks_larger_than_a_tile_are_computed_tile_by_tile(volume_h5, serial, tmp_path, monkeypatch):
+    """A block (one output chunk) larger than the engine's tile is computed in tiles with their own halos, the
+    memory a tile's: ilastik's 256³ blocks of --distributed took 2 GiB per rank for workload A, one tile ~0.2."""
+    import hpc_ilastik.workflows.pixel_classification as pixel
+
+    seen: list[int] = []
+    tiles_of = pixel.tiles_of
+    monkeypatch.setattr(pixel, "tile_shape_for", lambda shape, context=(): (1, 10, 16, 24, shape[4]))
+    monkeypatch.setattr(pixel, "tiles_of", lambda *args: seen.append(len(tiles_of(*args))) or tiles_of(*args))
+    out = str(tmp_path / "tiled.n5")
+    assert main(_args(volume_h5, out) + ["--quiet"]) == 0
+    assert len(seen) == 27 and max(seen) == 3 * 2  # a 24³ block: 3 tiles along z (10, 10, 4), 2 along y, 1 along x
+    np.testing.assert_array_equal(_read(out), serial)
+
+
 @pytest.mark.parametrize("ranks", [1, 2, 3])
 def test_mpi_ranks_equal_serial(volume_h5, serial, tmp_path, ranks):
     out = str(tmp_path / f"n{ranks}.n5")

@@ -26,6 +26,12 @@ def block_shape_for(run: RunOptions, shape_tzyxc: tuple[int, ...], context: Sequ
         return blk.parse_block_roi(run.block_roi, shape_tzyxc)
     if run.distributed:
         return blk.parse_block_roi(None, shape_tzyxc)
+    return tile_shape_for(shape_tzyxc, context)
+
+
+def tile_shape_for(shape_tzyxc: tuple[int, ...], context: Sequence[int] = ()) -> tuple[int, ...]:
+    """The most the pixel engine computes at once: the default block shape, and the tiles a larger block (ilastik's
+    256³ under --distributed, or a --distributed_block_roi) is computed in (`context`: the features' zyx halo)."""
     t, z, y, x, c = shape_tzyxc
     if z == 1:  # 512²: a block's feature stack (tens of channels) is faulted in once and reused; 1024² blocks
         # were slower (notebooks/pc.ilp's 1024×1344 image 1.34-1.57 s against 1.10-1.43 s) and took twice the memory
@@ -94,6 +100,15 @@ def fit_block_shape(block_shape: tuple[int, ...], needs: Callable[[tuple[int, ..
     elif tuple(shape) != tuple(block_shape):
         log.info("blocks of %s (tzyx) so that %d at a time fit in LAZYFLOW_TOTAL_RAM_MB", tuple(shape[:4]), workers)
     return tuple(shape)
+
+
+def tiles_of(block: blk.Block, tile_shape: tuple[int, ...], shape_tzyxc: tuple[int, ...]) -> list[blk.Block]:
+    """`block` cut into tiles of at most `tile_shape` (their `out_slices` relative to the block), or the block
+    itself where it is no larger."""
+    if all(b <= t for b, t in zip(block.shape[:4], tile_shape[:4])):
+        return [block]
+    return blk.plan_blocks(shape_tzyxc, tuple(tile_shape[:4]) + (shape_tzyxc[4],),
+                           block.slices[:4] + (slice(0, shape_tzyxc[4]),))
 
 
 def write_blocks(grid: Sequence[blk.Block], process: Callable[[blk.Block], None], targets: Sequence[Target],

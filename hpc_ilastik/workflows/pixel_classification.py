@@ -29,7 +29,14 @@ from hpc_ilastik.project.pixel_classification import PIXEL_CLASSIFICATION, Pixel
 from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.progress import Progress
 from hpc_ilastik.workflows.batch import Batch, Lane, start_batch, training_image
-from hpc_ilastik.workflows.blockwise import block_shape_for, block_threads, fit_block_shape, write_blocks
+from hpc_ilastik.workflows.blockwise import (
+    block_shape_for,
+    block_threads,
+    fit_block_shape,
+    tile_shape_for,
+    tiles_of,
+    write_blocks,
+)
 from hpc_ilastik.workflows.export import check_distinct_paths, fingerprint, plan_target
 from hpc_ilastik.workflows.options import HeadlessOptions, TrainingOptions
 from hpc_ilastik.workflows.workflow import Workflow
@@ -71,8 +78,9 @@ def run_image(project: PixelClassificationProject, ensembles: list[ForestEnsembl
     check_distinct_paths(targets)
     region = targets[0].region
     context = halo(stages, max(needed_stage(t.key, len(stages)) for t in targets))
+    out_channels = sum(t.region_shape[4] for t in targets)
     block_shape = fit_block_shape(block_shape_for(batch.options.run, shape, context),
-                                  lambda shape: block_memory(shape, context, stages),
+                                  lambda shape: block_memory(shape, context, stages, out_channels),
                                   block_threads(batch.options.run, comm, None), batch.options.run)
     grid = blk.plan_blocks(shape, block_shape, region[:4] + (slice(0, shape[4]),))
     for target in targets:
@@ -81,8 +89,11 @@ def run_image(project: PixelClassificationProject, ensembles: list[ForestEnsembl
     requests = [t.key for t in targets]
     nonfinite: list[int] = []  # per block: NaN/inf values of the input in the block (halo excluded)
 
-    def process(block: blk.Block) -> None:
-        read, crop = blk.read_region(block, context, shape)
+    tile_shape = tile_shape_for(shape, context)
+
+    def compute_tile(tile: blk.Block) -> list[np.ndarray]:
+        """Every target's values (tzyxc) on one tile, computed from the tile and its halo."""
+        read, crop = blk.read_region(tile, context, shape)
         raw = source.read(read)
         if raw.dtype.kind == "f":
             nonfinite.append(int(np.count_nonzero(~np.isfinite(raw[crop[:4]]))))
@@ -93,8 +104,23 @@ def run_image(project: PixelClassificationProject, ensembles: list[ForestEnsembl
                                      crop=crop[1:4])
             for per_target, value in zip(results, values):
                 per_target.append(value)
-        for target, per_t in zip(targets, results):
-            target.write(block, np.stack(per_t))
+        return [np.stack(per_t) for per_t in results]
+
+    def process(block: blk.Block) -> None:
+        """A block (one output chunk) computed tile by tile, so that its memory is a tile's and its outputs'."""
+        tiles = tiles_of(block, tile_shape, shape)
+        whole: list[np.ndarray] = []
+        for tile in tiles:
+            values = compute_tile(tile)
+            if len(tiles) == 1:
+                whole = values
+                break
+            if not whole:
+                whole = [np.empty(block.shape[:4] + v.shape[4:], v.dtype) for v in values]
+            for out, value in zip(whole, values):
+                out[tile.out_slices[:4]] = value
+        for target, values in zip(targets, whole):
+            target.write(block, values)
 
     def read_voxels(block: blk.Block) -> tuple[int, int]:
         """What a block costs: the voxels of block and halo it reads, then its own voxels."""
@@ -104,7 +130,7 @@ def run_image(project: PixelClassificationProject, ensembles: list[ForestEnsembl
     threads = block_threads(batch.options.run, comm, grid)
     if comm is None or comm.Get_rank() == 0:
         log.info("%s: %d block(s) of %s (tzyx) with a halo of %s (zyx); about %.2f GiB per block, %d at a time%s",
-                 source.nickname, len(grid), block_shape[:4], context, block_memory(block_shape, context, stages) / 2**30,
+                 source.nickname, len(grid), block_shape[:4], context, block_memory(block_shape, context, stages, out_channels) / 2**30,
                  threads, f" on each of {comm.Get_size()} ranks" if comm is not None else "")
     progress = Progress(len(grid), unit="blocks", total_voxels=int(np.prod([s.stop - s.start for s in region[:4]])),
                         quiet=quiet, label=source.nickname)
@@ -145,12 +171,15 @@ def output_channels(request: SourceRequest, stages: list[PixelStage], raw_channe
     return 1
 
 
-def block_memory(block_shape: tuple[int, ...], context: tuple[int, int, int], stages: list[PixelStage]) -> int:
-    """A generous estimate of the bytes one block needs: the read region's input, filter temporaries,
-    feature stack and probabilities, all float32."""
-    read = int(np.prod([n + 2 * h for n, h in zip(block_shape[1:4], context)]))
+def block_memory(block_shape: tuple[int, ...], context: tuple[int, int, int], stages: list[PixelStage],
+                 out_channels: int) -> int:
+    """A generous estimate of the bytes one block needs: for the tile it is computed in at once, the read
+    region's input, filter temporaries, feature stack and probabilities; for the block, its `out_channels`
+    output channels twice (the values and their copy on the way to the file); all float32."""
+    tile = [min(b, t) for b, t in zip(block_shape, tile_shape_for(block_shape, context))]
+    read = int(np.prod([n + 2 * h for n, h in zip(tile[1:4], context)]))
     widest = max((s.plan.n_channels_out + s.n_classes for s in stages), default=0)
-    return 4 * (read * (block_shape[4] + 8) + read * widest)
+    return 4 * (read * (block_shape[4] + 8) + read * widest + 2 * math.prod(block_shape[:4]) * out_channels)
 
 
 # ---- the project's classifiers -----------------------------------------------------------------------------
