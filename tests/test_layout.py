@@ -113,9 +113,35 @@ def test_modules_stay_readable(module):
 
 
 def test_every_workflow_read_has_a_run():
-    from hpc_ilastik.project.reader import _READERS
+    import importlib
+
+    from hpc_ilastik.project.names import READERS
     from hpc_ilastik.workflows.headless import MODULES, workflow
 
-    assert set(_READERS) == set(MODULES)
-    for name in MODULES:  # each module runs the workflow of that name
+    assert set(READERS) == set(MODULES)
+    for name in MODULES:  # each module runs the workflow of that name, each reader exists where it is named
         assert workflow(name).name == name and callable(workflow(name).run)
+        module, reader = READERS[name]
+        assert callable(getattr(importlib.import_module(f"hpc_ilastik.project.{module}"), reader))
+
+
+def test_a_pixel_run_imports_only_what_it_needs():
+    """Start-up: a pixel classification run loads neither the other workflows' readers and kernels, nor asyncio
+    (zarr's) nor PyYAML (numba's config reads it only for a .numba_config.yaml)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, SHARED
+
+    code = ("import sys; from hpc_ilastik.run.process import start_numba_lightly; start_numba_lightly(); "
+            "from hpc_ilastik.workflows import headless; "
+            "headless.workflow(headless.open_project(sys.argv[1]).workflow_name); "
+            "print(' '.join(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code, str(SHARED / "fixtures" / "bench" / "pixel_class.ilp")],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert {"numba", "hpc_ilastik.workflows.pixel_classification", "hpc_ilastik.project.pixel_classification"} <= loaded
+    for unwanted in ("hpc_ilastik.project.counting", "hpc_ilastik.forest.regression", "hpc_ilastik.graphs.multicut",
+                     "hpc_ilastik.project.tracking", "hpc_ilastik.objects.threshold", "asyncio", "yaml"):
+        assert unwanted not in loaded

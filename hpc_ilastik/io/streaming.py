@@ -11,7 +11,6 @@ Facts: ilastik-spec.md §2.6 (ilastik's N5 export, `write_ome_zarr.py`).
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import itertools
 import json
@@ -399,6 +398,7 @@ def _settle_zarr_writes(timeout: float = 60.0) -> None:
     loop = getattr(zarr_sync, "loop", [None])[0]
     if loop is None or not loop.is_running():  # zarr never wrote in this process
         return
+    import asyncio  # here: zarr has loaded it; every other run is spared its import (20-30 ms)
 
     async def others_done() -> None:
         me = asyncio.current_task()

@@ -20,10 +20,11 @@ import numpy as np
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.io.axes import parse_axistags
+from hpc_ilastik.project.names import PIXEL_CLASSIFICATION
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WORKFLOW = "Pixel Classification"  # what ilastik assumes when a project does not name its workflow
+DEFAULT_WORKFLOW = PIXEL_CLASSIFICATION  # what ilastik assumes when a project does not name its workflow
 _EXPORT_GROUP = "Prediction Export"
 _PRERELEASE = {"a": 0, "b": 1, "rc": 2}
 _VERSION = re.compile(r"^\s*v?(\d+(?:\.\d+)*)(?:[.-]?(a|b|rc)(\d*))?(?:[.-]?post(\d*))?(?:[.-]?dev(\d*))?(?:\+.*)?\s*$")

@@ -30,7 +30,6 @@ from hpc_ilastik.project.common import (
 )
 from hpc_ilastik.project.pixel_classification import read_features, read_label_block
 
-COUNTING = "Cell Density Counting"
 DEFAULT_SIGMA = 2.5  # ilastik's SVR() default, used when the project stores no Sigma
 _EXPORT_GROUP = "Density Export"
 _SVR = ("ilastik.applets.counting.countingsvr", "SVR")

@@ -24,7 +24,6 @@ from hpc_ilastik.project.pixel_classification import read_label_block
 
 log = logging.getLogger(__name__)
 
-MULTICUT = "Edge Training With Multicut"
 _OLD_WATERSHED_NAMES = ("Pmin", "MinMembraneSize", "MinSegmentSize", "SigmaMinima", "SigmaWeights", "GroupSeeds",
                         "PreserveMembranePmaps")
 

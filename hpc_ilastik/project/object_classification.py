@@ -19,13 +19,11 @@ from hpc_ilastik.forest.ensemble import ForestEnsemble, read_classifier
 from hpc_ilastik.io.pickles import read_pickle
 from hpc_ilastik.objects.threshold import ThresholdSettings
 from hpc_ilastik.project.common import Project, read_export_settings, read_list, read_text
+from hpc_ilastik.project.names import OBJECT_CLASSIFICATION
 from hpc_ilastik.project.pixel_classification import PixelClassifierStage, read_stage
 
-FROM_PREDICTIONS = "Object Classification (from prediction image)"
-FROM_BINARY = "Object Classification (from binary image)"
-FROM_LABELS = "Object Classification (from label image)"
-FROM_PIXELS = "Object Classification (from pixel classification)"
-WORKFLOWS = (FROM_PREDICTIONS, FROM_BINARY, FROM_LABELS, FROM_PIXELS)
+WORKFLOWS = OBJECT_CLASSIFICATION
+FROM_PREDICTIONS, FROM_BINARY, FROM_LABELS, FROM_PIXELS = WORKFLOWS
 _EXPORT_GROUP = "Object Information Export"
 _DEFAULT_BLOCK, _DEFAULT_HALO = (512, 512, 512), (64, 64, 64)
 

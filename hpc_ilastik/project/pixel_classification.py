@@ -18,7 +18,6 @@ from hpc_ilastik.forest.ensemble import ForestEnsemble, read_classifier
 from hpc_ilastik.io.axes import INTERNAL_AXES, parse_axistags, to_tzyxc
 from hpc_ilastik.pixel.features import FeatureSelection
 from hpc_ilastik.project.common import (
-    DEFAULT_WORKFLOW,
     Project,
     damage_is_user_error,
     first_role_axes,
@@ -27,11 +26,10 @@ from hpc_ilastik.project.common import (
     read_text,
     version_key,
 )
+from hpc_ilastik.project.names import AUTOCONTEXT, PIXEL_CLASSIFICATION
 
 log = logging.getLogger(__name__)
 
-PIXEL_CLASSIFICATION = DEFAULT_WORKFLOW
-AUTOCONTEXT = "AutocontextTwoStage"
 # workflow name → (feature selection group, pixel classification group) per stage
 _STAGE_GROUPS = {
     PIXEL_CLASSIFICATION: [("FeatureSelections", "PixelClassification")],

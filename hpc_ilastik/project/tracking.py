@@ -21,13 +21,11 @@ from hpc_ilastik.errors import UserError
 from hpc_ilastik.forest.ensemble import ForestEnsemble, read_classifier
 from hpc_ilastik.objects.threshold import ThresholdSettings
 from hpc_ilastik.project.common import Project, read_export_settings, read_list, read_text
+from hpc_ilastik.project.names import TRACKING
 from hpc_ilastik.project.object_classification import Features, read_feature_dict, read_object_labels, read_threshold
 
-CONSERVATION_BINARY = "Automatic Tracking Workflow (Conservation Tracking) from binary image"
-CONSERVATION_PREDICTION = "Automatic Tracking Workflow (Conservation Tracking) from prediction image"
-STRUCTURED_BINARY = "Structured Learning Tracking Workflow from binary image"
-STRUCTURED_PREDICTION = "Structured Learning Tracking Workflow from prediction image"
-WORKFLOWS = (CONSERVATION_BINARY, CONSERVATION_PREDICTION, STRUCTURED_BINARY, STRUCTURED_PREDICTION)
+WORKFLOWS = TRACKING
+CONSERVATION_BINARY, CONSERVATION_PREDICTION, STRUCTURED_BINARY, STRUCTURED_PREDICTION = WORKFLOWS
 FROM_PREDICTIONS = (CONSERVATION_PREDICTION, STRUCTURED_PREDICTION)
 _EXPORT_GROUP = "Tracking Result Export"
 

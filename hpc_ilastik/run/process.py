@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -52,8 +53,11 @@ def start_numba_lightly() -> None:
     imports numba.np.arraymath, whose import probes for a BLAS by importing scipy.linalg (0.2 s more): it is
     imported with the probe answering "no BLAS" (no kernel here uses one) and the real probe put back, so that
     numba code that does use BLAS still compiles. The first miss of a process says, once, that kernels are
-    being compiled and where they will be cached. With a numba laid out differently this does nothing."""
+    being compiled and where they will be cached. With a numba laid out differently this does nothing. numba
+    itself is imported without PyYAML where the working directory holds no .numba_config.yaml: its config imports
+    yaml only to read that file (20 ms)."""
     try:
+        _import_numba_without_yaml()
         from numba.core.caching import Cache
         from numba.core.runtime import rtsys
     except ImportError:
@@ -82,6 +86,18 @@ def start_numba_lightly() -> None:
     load_overload.spares_refresh = True  # type: ignore[attr-defined]
     load_overload.announced = False  # type: ignore[attr-defined]
     Cache.load_overload = load_overload
+
+
+def _import_numba_without_yaml() -> None:
+    """Import numba with `import yaml` failing, unless numba is loaded already, yaml is, or numba's config file
+    (.numba_config.yaml, read from the working directory only) exists; yaml is importable again afterwards."""
+    if "numba" in sys.modules or "yaml" in sys.modules or os.path.exists(".numba_config.yaml"):
+        return
+    sys.modules["yaml"] = None  # type: ignore[assignment]  (an import of a None entry raises ImportError)
+    try:
+        import numba  # noqa: F401
+    finally:
+        del sys.modules["yaml"]
 
 
 def _import_arraymath_without_blas_probe() -> None:

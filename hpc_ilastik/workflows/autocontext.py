@@ -4,7 +4,8 @@ first stage's probabilities; every per-stage export source of ilastik, and all s
 from __future__ import annotations
 
 from hpc_ilastik.pixel.pipeline import SourceRequest
-from hpc_ilastik.project.pixel_classification import AUTOCONTEXT, PixelClassificationProject
+from hpc_ilastik.project.names import AUTOCONTEXT
+from hpc_ilastik.project.pixel_classification import PixelClassificationProject
 from hpc_ilastik.workflows import pixel_classification
 from hpc_ilastik.workflows.options import HeadlessOptions
 from hpc_ilastik.workflows.workflow import Workflow

@@ -20,7 +20,8 @@ from hpc_ilastik.forest.regression import RegressionForest
 from hpc_ilastik.io.inputs import Source
 from hpc_ilastik.pixel.features import FeaturePlan, compute_features, plan_features
 from hpc_ilastik.pixel.training import LabelBlock, paste_labels
-from hpc_ilastik.project.counting import COUNTING, CountingProject
+from hpc_ilastik.project.counting import CountingProject
+from hpc_ilastik.project.names import COUNTING
 from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.distributed import run_blocks
 from hpc_ilastik.run.progress import Progress

@@ -1,17 +1,21 @@
-"""`run_headless`: open the project and hand it to the module of its workflow (imported then: each workflow
-brings its own libraries, e.g. scipy.ndimage for objects, which a pixel run never loads)."""
+"""`run_headless`: open the project and hand it to the module of its workflow (imported then, as the project's
+reader is: each workflow brings its own libraries and kernels, e.g. scipy.ndimage for objects, which a pixel run
+never loads)."""
 
 from __future__ import annotations
 
 import importlib
 
 from hpc_ilastik.errors import UserError
-from hpc_ilastik.project.counting import COUNTING
-from hpc_ilastik.project.multicut import MULTICUT
-from hpc_ilastik.project.object_classification import WORKFLOWS as OBJECT_CLASSIFICATION
-from hpc_ilastik.project.pixel_classification import AUTOCONTEXT, PIXEL_CLASSIFICATION
+from hpc_ilastik.project.names import (
+    AUTOCONTEXT,
+    COUNTING,
+    MULTICUT,
+    OBJECT_CLASSIFICATION,
+    PIXEL_CLASSIFICATION,
+    TRACKING,
+)
 from hpc_ilastik.project.reader import open_project
-from hpc_ilastik.project.tracking import WORKFLOWS as TRACKING
 from hpc_ilastik.workflows.options import HeadlessOptions
 from hpc_ilastik.workflows.workflow import Workflow
 

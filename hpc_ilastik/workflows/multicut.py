@@ -20,7 +20,8 @@ from hpc_ilastik.graphs.multicut import MulticutSolution, solve_multicut
 from hpc_ilastik.graphs.training import MERGE, SPLIT, labelled_edges
 from hpc_ilastik.graphs.watershed import boundary_map, distance_transform_watershed, wsdt_superpixels
 from hpc_ilastik.io.inputs import Source
-from hpc_ilastik.project.multicut import MULTICUT, MulticutProject
+from hpc_ilastik.project.multicut import MulticutProject
+from hpc_ilastik.project.names import MULTICUT
 from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.distributed import from_root
 from hpc_ilastik.run.progress import Progress

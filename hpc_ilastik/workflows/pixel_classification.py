@@ -25,7 +25,8 @@ from hpc_ilastik.pixel.pipeline import (
     plan_stages,
 )
 from hpc_ilastik.pixel.training import labelled_features
-from hpc_ilastik.project.pixel_classification import PIXEL_CLASSIFICATION, PixelClassificationProject
+from hpc_ilastik.project.names import PIXEL_CLASSIFICATION
+from hpc_ilastik.project.pixel_classification import PixelClassificationProject
 from hpc_ilastik.run import blocks as blk
 from hpc_ilastik.run.progress import Progress
 from hpc_ilastik.workflows.batch import Batch, Lane, start_batch, training_image
