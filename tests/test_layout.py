@@ -127,7 +127,7 @@ def test_every_workflow_read_has_a_run():
 
 def test_a_pixel_run_imports_only_what_it_needs():
     """Start-up: a pixel classification run loads neither the other workflows' readers and kernels, nor asyncio
-    (zarr's) nor PyYAML (numba's config reads it only for a .numba_config.yaml)."""
+    (zarr's), nor PyYAML and scipy (numba imports them only for checks: run.process._import_numba_lightly)."""
     import subprocess
     import sys
 
@@ -143,5 +143,5 @@ def test_a_pixel_run_imports_only_what_it_needs():
     loaded = set(done.stdout.split())
     assert {"numba", "hpc_ilastik.workflows.pixel_classification", "hpc_ilastik.project.pixel_classification"} <= loaded
     for unwanted in ("hpc_ilastik.project.counting", "hpc_ilastik.forest.regression", "hpc_ilastik.graphs.multicut",
-                     "hpc_ilastik.project.tracking", "hpc_ilastik.objects.threshold", "asyncio", "yaml"):
+                     "hpc_ilastik.project.tracking", "hpc_ilastik.objects.threshold", "asyncio", "yaml", "scipy"):
         assert unwanted not in loaded

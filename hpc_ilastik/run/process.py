@@ -54,10 +54,9 @@ def start_numba_lightly() -> None:
     imported with the probe answering "no BLAS" (no kernel here uses one) and the real probe put back, so that
     numba code that does use BLAS still compiles. The first miss of a process says, once, that kernels are
     being compiled and where they will be cached. With a numba laid out differently this does nothing. numba
-    itself is imported without PyYAML where the working directory holds no .numba_config.yaml: its config imports
-    yaml only to read that file (20 ms)."""
+    itself is imported without the imports it makes only for checks (`_import_numba_lightly`)."""
     try:
-        _import_numba_without_yaml()
+        _import_numba_lightly()
         from numba.core.caching import Cache
         from numba.core.runtime import rtsys
     except ImportError:
@@ -88,16 +87,23 @@ def start_numba_lightly() -> None:
     Cache.load_overload = load_overload
 
 
-def _import_numba_without_yaml() -> None:
-    """Import numba with `import yaml` failing, unless numba is loaded already, yaml is, or numba's config file
-    (.numba_config.yaml, read from the working directory only) exists; yaml is importable again afterwards."""
-    if "numba" in sys.modules or "yaml" in sys.modules or os.path.exists(".numba_config.yaml"):
+def _import_numba_lightly() -> None:
+    """Import numba with `import yaml` and `import scipy` failing, then importable again: numba's config imports yaml
+    only to read .numba_config.yaml (from the working directory: where one is there, yaml is left alone), and its
+    __init__ imports scipy only to check that it is not older than 1.0 (its other uses import it when they run).
+    A pixel run then loads neither (20 and 15 ms)."""
+    if "numba" in sys.modules:
         return
-    sys.modules["yaml"] = None  # type: ignore[assignment]  (an import of a None entry raises ImportError)
+    spared = [name for name in ("yaml", "scipy") if name not in sys.modules]
+    if "yaml" in spared and os.path.exists(".numba_config.yaml"):
+        spared.remove("yaml")
+    for name in spared:
+        sys.modules[name] = None  # type: ignore[assignment]  (an import of a None entry raises ImportError)
     try:
         import numba  # noqa: F401
     finally:
-        del sys.modules["yaml"]
+        for name in spared:
+            del sys.modules[name]
 
 
 def _import_arraymath_without_blas_probe() -> None:
