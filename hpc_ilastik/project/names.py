@@ -7,8 +7,10 @@ PIXEL_CLASSIFICATION = "Pixel Classification"  # also what ilastik assumes when 
 AUTOCONTEXT = "AutocontextTwoStage"
 COUNTING = "Cell Density Counting"
 MULTICUT = "Edge Training With Multicut"
-OBJECT_CLASSIFICATION = ("Object Classification (from prediction image)", "Object Classification (from binary image)",
-                         "Object Classification (from label image)", "Object Classification (from pixel classification)")
+OBJECT_CLASSIFICATION = ("Object Classification (from prediction image)",
+                         "Object Classification (from binary image)",
+                         "Object Classification (from label image)",
+                         "Object Classification (from pixel classification)")
 TRACKING = ("Automatic Tracking Workflow (Conservation Tracking) from binary image",
             "Automatic Tracking Workflow (Conservation Tracking) from prediction image",
             "Structured Learning Tracking Workflow from binary image",

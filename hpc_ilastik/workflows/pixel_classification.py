@@ -110,18 +110,17 @@ def run_image(project: PixelClassificationProject, ensembles: list[ForestEnsembl
     def process(block: blk.Block) -> None:
         """A block (one output chunk) computed tile by tile, so that its memory is a tile's and its outputs'."""
         tiles = tiles_of(block, tile_shape, shape)
-        whole: list[np.ndarray] = []
-        for tile in tiles:
-            values = compute_tile(tile)
-            if len(tiles) == 1:
-                whole = values
-                break
-            if not whole:
-                whole = [np.empty(block.shape[:4] + v.shape[4:], v.dtype) for v in values]
-            for out, value in zip(whole, values):
-                out[tile.out_slices[:4]] = value
-        for target, values in zip(targets, whole):
-            target.write(block, values)
+        if len(tiles) == 1:
+            values = compute_tile(block)
+        else:
+            values = []
+            for tile in tiles:
+                parts = compute_tile(tile)
+                values = values or [np.empty(block.shape[:4] + p.shape[4:], p.dtype) for p in parts]
+                for whole, part in zip(values, parts):
+                    whole[tile.out_slices[:4]] = part
+        for target, value in zip(targets, values):
+            target.write(block, value)
 
     def read_voxels(block: blk.Block) -> tuple[int, int]:
         """What a block costs: the voxels of block and halo it reads, then its own voxels."""
@@ -131,8 +130,9 @@ def run_image(project: PixelClassificationProject, ensembles: list[ForestEnsembl
     threads = block_threads(batch.options.run, comm, grid)
     if comm is None or comm.Get_rank() == 0:
         log.info("%s: %d block(s) of %s (tzyx) with a halo of %s (zyx); about %.2f GiB per block, %d at a time%s",
-                 source.nickname, len(grid), block_shape[:4], context, block_memory(block_shape, context, stages, out_channels) / 2**30,
-                 threads, f" on each of {comm.Get_size()} ranks" if comm is not None else "")
+                 source.nickname, len(grid), block_shape[:4], context,
+                 block_memory(block_shape, context, stages, out_channels) / 2**30, threads,
+                 f" on each of {comm.Get_size()} ranks" if comm is not None else "")
     progress = Progress(len(grid), unit="blocks", total_voxels=int(np.prod([s.stop - s.start for s in region[:4]])),
                         quiet=quiet, label=source.nickname)
     paths = write_blocks(grid, process, targets, comm, threads, progress, read_voxels, source.nickname)
