@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -20,7 +21,7 @@ from hpc_ilastik.objects.features import HULL_3D
 from hpc_ilastik.objects.graph_cut import graph_cut_mask
 from hpc_ilastik.objects.labeling import label_components
 from hpc_ilastik.objects.table import feature_columns, object_table
-from hpc_ilastik.objects.threshold import ThresholdSettings
+from hpc_ilastik.objects.threshold import GRAPH_CUT, ThresholdSettings
 from hpc_ilastik.pixel.features import plan_features
 from hpc_ilastik.project.reader import open_project
 from hpc_ilastik.project.writer import write_pixel_classification_project
@@ -423,3 +424,27 @@ def test_cutout_exports_the_region_of_the_whole_images_objects(tmp_path):
         whole, cut = f["exported_data"][()], g["exported_data"][()]
     assert cut.shape == (2, 17, 65, 1)
     assert np.array_equal(cut, whole[1:3, 3:20, 5:70]) and cut.max() > 0
+
+
+def test_graph_cut_keeps_the_cuts_of_the_last_frames_only(monkeypatch):
+    """A long time series does not keep every frame's cut: with room for two, a third frame drops the least
+    recently read, which is cut again (the same cut) when read again."""
+    from hpc_ilastik.io.inputs import derived_source
+    from hpc_ilastik.objects import graph_cut
+    from hpc_ilastik.workflows.object_measurement import _graph_cut
+    from hpc_ilastik.workflows.options import RunOptions
+
+    frame = open_input(str(INPUTS / PREDICTED[0][3])).read()[0]
+    series = np.stack([np.roll(frame, 7 * t, axis=2) for t in range(4)])  # four different frames
+    maps = derived_source(open_input(str(INPUTS / PREDICTED[0][3])), series.shape, series.dtype,
+                          lambda roi: series[roi])
+    settings = replace(open_project(str(FIXTURES / PREDICTED[0][0])).threshold, method=GRAPH_CUT)
+    cuts: list[int] = []
+    cut_mask = graph_cut.graph_cut_mask
+    monkeypatch.setattr(graph_cut, "graph_cut_mask", lambda f, s: cuts.append(1) or cut_mask(f, s))
+    source, _ = _graph_cut(maps, settings, RunOptions(threads=1), keep_frames=2)
+    whole = tuple(slice(0, n) for n in series.shape[1:4])
+    for t in (0, 0, 1, 0, 2, 3, 0):
+        got = source.read((slice(t, t + 1),) + whole + (slice(0, 1),))[0, ..., 0]
+        assert np.array_equal(got, cut_mask(series[t], settings))
+    assert len(cuts) == 5  # 0, 1, 2, 3, and 0 again after 2 and 3 took the two places

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -214,30 +215,40 @@ def segmented_image(raw: Source, segmentation: Source, kind: str, threshold: Thr
     return ObjectImage(raw, segmentation, segmenter, block_shape)
 
 
-def _graph_cut(maps: Source, settings: ThresholdSettings, run: RunOptions) -> tuple[Source, Segmenter]:
-    """Graph-cut thresholding is one optimisation over a whole frame: the cut of each frame, computed once per
-    process when first read, becomes a 0/1 input that the rest labels as a simple threshold at 0.5 (no
-    smoothing, the project's size filter)."""
+def _graph_cut(maps: Source, settings: ThresholdSettings, run: RunOptions,
+               keep_frames: int | None = None) -> tuple[Source, Segmenter]:
+    """Graph-cut thresholding is one optimisation over a whole frame: the cut of each frame, computed when first
+    read, becomes a 0/1 input that the rest labels as a simple threshold at 0.5 (no smoothing, the project's size
+    filter). The cuts of the frames last read are kept, as many as the worker's memory holds beside one cut's
+    own (`keep_frames`, at least 2): a frame's blocks come one after another, and a long time series does not
+    keep every frame's cut; a frame read again after its cut was dropped is cut again (the same cut)."""
     shape = tuple(maps.shape_tzyxc)
     needed = math.prod(shape[1:4]) * (graph_cut.BYTES_PER_PIXEL + 4 * shape[4])
     budget = memory_limit(1 if run.distributed else thread_count(run))
     if needed > budget:
         raise UserError(f"graph-cut thresholding solves one whole frame at a time: {maps.nickname!r} "
                         f"({' × '.join(map(str, shape[1:4]))} per frame) needs about {needed / 2**30:.1f} GiB, over "
-                        f"the {budget / 2**30:.1f} GiB each worker may use (LAZYFLOW_TOTAL_RAM_MB): give it more memory "
-                        "or use simple or hysteresis thresholding")
-    frames: dict[int, np.ndarray] = {}
+                        f"the {budget / 2**30:.1f} GiB each worker may use (LAZYFLOW_TOTAL_RAM_MB): give it more "
+                        "memory or use simple or hysteresis thresholding")
+    if keep_frames is None:
+        keep_frames = (budget - needed) // math.prod(shape[1:4])  # a cut is one byte per pixel
+    frames: OrderedDict[int, np.ndarray] = OrderedDict()
     lock = threading.Lock()
 
+    def cut(t: int) -> np.ndarray:
+        with lock:
+            if t in frames:
+                frames.move_to_end(t)
+                return frames[t]
+            frame = maps.read((slice(t, t + 1),) + tuple(slice(0, n) for n in shape[1:]))[0]
+            frames[t] = graph_cut.graph_cut_mask(frame, settings)
+            while len(frames) > max(keep_frames, 2):
+                frames.popitem(last=False)
+            return frames[t]
+
     def read(roi: tuple[slice, ...]) -> np.ndarray:
-        out = []
-        for t in range(roi[0].start, roi[0].stop):
-            with lock:
-                if t not in frames:
-                    frame = maps.read((slice(t, t + 1),) + tuple(slice(0, n) for n in shape[1:]))[0]
-                    frames[t] = graph_cut.graph_cut_mask(frame, settings)
-            out.append(frames[t][roi[1:4]].astype(np.float32)[..., np.newaxis])
-        return np.stack(out)
+        return np.stack([cut(t)[roi[1:4]].astype(np.float32)[..., np.newaxis]
+                         for t in range(roi[0].start, roi[0].stop)])
 
     simple = replace(settings, method=SIMPLE, low=0.5, sigmas_zyx=(0.0, 0.0, 0.0), channel=0, core_channel=0)
     return derived_source(maps, shape[:4] + (1,), np.float32, read), Segmenter(PREDICTIONS, simple)
