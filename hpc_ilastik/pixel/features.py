@@ -27,6 +27,7 @@ from hpc_ilastik.pixel.filters import (
     grow_region,
     hessian_orders,
     relative_region,
+    sum_x_first,
 )
 from hpc_ilastik.pixel.kernels import FEATURE_WINDOW, PRESMOOTH_WINDOW, kernel_radius
 
@@ -280,18 +281,6 @@ def plan_features(
     )
 
 
-def _sum_x_first(terms: list[np.ndarray], out: np.ndarray, squared: bool = False) -> None:
-    """out = (x + y) + z of per-axis terms given in axes order (z, y, x), in float32 as fastfilters adds them;
-    with `squared`, the sum of their squares (each square rounded on its own)."""
-    last, *rest = reversed(terms)
-    if squared:
-        np.multiply(last, last, out=out)
-    else:
-        np.copyto(out, last)
-    for term in rest:
-        out += term * term if squared else term
-
-
 def _along(axes: tuple[int, ...], by: int) -> tuple[int, int, int]:
     return tuple(by if a in axes else 0 for a in range(3))  # type: ignore[return-value]
 
@@ -331,10 +320,9 @@ def _scale_features(
         if fid == "GaussianSmoothing":
             target[0] = bank[zero]
         elif fid == "LaplacianOfGaussian":
-            _sum_x_first([bank[o] for o in diag_o], target[0])
+            sum_x_first([bank[o] for o in diag_o], target[0])
         elif fid == "GaussianGradientMagnitude":
-            _sum_x_first([bank[o] for o in grad_o], target[0], squared=True)
-            np.sqrt(target[0], out=target[0])
+            sum_x_first([bank[o] for o in grad_o], target[0], squared=True, root=True)
         elif fid == "DifferenceOfGaussians":
             smaller = gaussian_smoothing(pre, DOG_RATIO * sigma, FEATURE_WINDOW, axes, region)
             with np.errstate(invalid="ignore"):  # inf − inf of an infinite input is NaN, as in ilastik

@@ -451,6 +451,27 @@ def _eigenvalues_3x3(a00, a01, a02, a11, a12, a22, out):
         out[2, i] = _min_ps(low, r2) * m
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _sum_terms(x, y, z, n, squared, root, out):
+    """out = (x + y) + z over the first n of the flat arrays x, y, z (each squared first if `squared`), then its
+    square root if `root`: float32, each operation rounded on its own, in one pass."""
+    for i in range(out.shape[0]):
+        total = x[i] * x[i] if squared else x[i]
+        if n > 1:
+            total = total + (y[i] * y[i] if squared else y[i])
+        if n > 2:
+            total = total + (z[i] * z[i] if squared else z[i])
+        out[i] = np.sqrt(total) if root else total
+
+
+def sum_x_first(terms: Sequence[np.ndarray], out: np.ndarray, squared: bool = False, root: bool = False) -> None:
+    """out = (x + y) + z of 1-3 per-axis terms given in axes order (z, y, x), as fastfilters adds them: with
+    `squared`, the sum of their squares (each square rounded on its own); with `root`, its square root. `out` is
+    a C-contiguous float32 array of the terms' shape."""
+    flat = [np.ascontiguousarray(t, dtype=np.float32).reshape(-1) for t in reversed(terms)]
+    _sum_terms(flat[0], flat[min(1, len(flat) - 1)], flat[-1], len(flat), squared, root, out.reshape(-1))
+
+
 def eigenvalues(upper: Sequence[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
     """Eigenvalues of symmetric 1x1, 2x2 or 3x3 matrix fields given by their upper triangle
     (row-major: a00 / a00, a01, a11 / a00, a01, a02, a11, a12, a22): fastfilters' closed forms in its own
