@@ -95,6 +95,17 @@ def test_mpi_ranks_equal_serial(volume_h5, serial, tmp_path, ranks):
     assert open_n5_dataset(out, "exported_data").attributes["axes"] == ["c", "x", "y", "z"]
 
 
+def test_fewer_blocks_than_ranks_is_said_once(volume_h5, serial, tmp_path):
+    """ilastik's default block (256³) is one block for a small volume: the ranks without a block are named."""
+    out = str(tmp_path / "one.n5")
+    command = MPIEXEC + ["-n", "2", sys.executable, "-m", "hpc_ilastik", *_args(volume_h5, out), "--distributed"]
+    command.remove(f"--distributed_block_roi={BLOCK}")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("1 block(s) for 2 MPI ranks: 1 rank(s) will have none") == 1
+    np.testing.assert_array_equal(_read(out), serial)
+
+
 @pytest.mark.parametrize("how", ["--threads", "SLURM_CPUS_PER_TASK"])
 def test_mpi_ranks_with_threads_equal_serial(volume_h5, serial, tmp_path, how):
     """Hybrid MPI + threads: 2 ranks computing blocks in 2 (--threads) or 3 (SLURM --cpus-per-task) threads each."""

@@ -116,6 +116,11 @@ def write_blocks(grid: Sequence[blk.Block], process: Callable[[blk.Block], None]
                  nickname: str) -> list[str]:
     """Run `process` (which writes the targets) over the grid, skipping blocks every target already holds;
     then commit the targets (or, on any failure, discard them) and return their paths."""
+    ranks = comm.Get_size() if comm is not None else 1
+    if ranks > len(grid) and comm.Get_rank() == 0:
+        log.warning("%s: %d block(s) for %d MPI ranks: %d rank(s) will have none (a block is one output chunk, "
+                    "computed by one rank); a smaller --distributed_block_roi gives every rank work", nickname,
+                    len(grid), ranks, ranks - len(grid))
     try:
         run_blocks(grid, process, comm=comm, threads=threads, progress=progress, cost=cost,
                    is_done=lambda block: all(t.writer.block_done(t.output_slices(block)) for t in targets))
