@@ -70,22 +70,62 @@ def vigra_gaussian(sigma: float, window: float = WINDOW) -> np.ndarray:
 @njit(cache=True, nogil=True)
 def _convolve_lines(data: np.ndarray, kernel: np.ndarray) -> None:
     """vigra's convolveLine with BORDER_TREATMENT_REFLECT along the last axis of a 2-D float32 array, in place:
-    double sums over source positions in increasing order, rounded to float32."""
+    double sums over source positions in increasing order, rounded to float32. Away from the ends of a line the
+    sums are made a tap at a time for all positions (vectorised; each position's additions in the same order)."""
     radius = kernel.shape[0] // 2
     n = data.shape[1]
     line = np.empty(n, dtype=np.float32)
+    total = np.empty(n, dtype=np.float64)
+    inner_lo = min(radius, n)
+    inner_hi = max(n - radius, inner_lo)
     for row in range(data.shape[0]):
         line[:] = data[row]
+        total[inner_lo:inner_hi] = 0.0
+        for t in range(2 * radius + 1):  # source position x - radius + t, increasing with t
+            k = kernel[2 * radius - t]
+            for x in range(inner_lo, inner_hi):
+                total[x] += k * np.float64(line[x - radius + t])
+        for x in range(inner_lo, inner_hi):
+            data[row, x] = np.float32(total[x])
         for x in range(n):
-            total = 0.0
+            if inner_lo <= x < inner_hi:
+                continue
+            near_end = 0.0
             for i in range(x - radius, x + radius + 1):
                 j = i
                 if j < 0:
                     j = -j
                 elif j >= n:
                     j = 2 * n - 2 - j
-                total += kernel[radius + x - i] * np.float64(line[j])
-            data[row, x] = np.float32(total)
+                near_end += kernel[radius + x - i] * np.float64(line[j])
+            data[row, x] = np.float32(near_end)
+
+
+@njit(cache=True, nogil=True)
+def _convolve_axis(data: np.ndarray, kernel: np.ndarray) -> None:
+    """_convolve_lines along the middle axis of a 3-D float32 array (pre, n, post), in place: each output's double
+    sum over source positions in increasing order, vectorised over the contiguous last axis."""
+    radius = kernel.shape[0] // 2
+    n = data.shape[1]
+    source = np.empty(data.shape[1:], dtype=np.float32)
+    total = np.empty(data.shape[2], dtype=np.float64)
+    for p in range(data.shape[0]):
+        source[:] = data[p]
+        for x in range(n):
+            total[:] = 0.0
+            for i in range(x - radius, x + radius + 1):
+                j = i
+                if j < 0:
+                    j = -j
+                elif j >= n:
+                    j = 2 * n - 2 - j
+                k = kernel[radius + x - i]
+                line = source[j]
+                for q in range(total.shape[0]):
+                    total[q] += k * np.float64(line[q])
+            out = data[p, x]
+            for q in range(total.shape[0]):
+                out[q] = np.float32(total[q])
 
 
 def smooth(frame_zyx: np.ndarray, sigmas_zyx: tuple[float, float, float]) -> np.ndarray:
@@ -103,9 +143,10 @@ def smooth(frame_zyx: np.ndarray, sigmas_zyx: tuple[float, float, float]) -> np.
             raise UserError(f"the threshold smoothing (sigma {sigmas_zyx[axis]}) needs at least "
                             f"{len(kernel) // 2 + 1} pixels along each smoothed axis, but the image has "
                             f"{out.shape[axis]}")
-        moved = np.ascontiguousarray(np.moveaxis(out, axis, -1))
-        _convolve_lines(moved.reshape(-1, moved.shape[-1]), kernel)
-        out = np.ascontiguousarray(np.moveaxis(moved, -1, axis))
+        if axis == 2:
+            _convolve_lines(out.reshape(-1, out.shape[2]), kernel)
+        else:  # along z or y without moving the axis: the contiguous axes after it are the vector
+            _convolve_axis(out.reshape(math.prod(out.shape[:axis]), out.shape[axis], -1), kernel)
     return out
 
 
