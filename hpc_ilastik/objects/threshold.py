@@ -67,6 +67,15 @@ def vigra_gaussian(sigma: float, window: float = WINDOW) -> np.ndarray:
     return taps * (1.0 / total)
 
 
+@njit(inline="always")
+def _reflect(i: int, n: int) -> int:
+    """vigra's BORDER_TREATMENT_REFLECT: position i of a line of n samples mirrored into it, the edge not repeated
+    (valid for -n < i < 2n - 1)."""
+    if i < 0:
+        return -i
+    return 2 * n - 2 - i if i >= n else i
+
+
 @njit(cache=True, nogil=True)
 def _convolve_lines(data: np.ndarray, kernel: np.ndarray) -> None:
     """vigra's convolveLine with BORDER_TREATMENT_REFLECT along the last axis of a 2-D float32 array, in place:
@@ -92,12 +101,7 @@ def _convolve_lines(data: np.ndarray, kernel: np.ndarray) -> None:
                 continue
             near_end = 0.0
             for i in range(x - radius, x + radius + 1):
-                j = i
-                if j < 0:
-                    j = -j
-                elif j >= n:
-                    j = 2 * n - 2 - j
-                near_end += kernel[radius + x - i] * np.float64(line[j])
+                near_end += kernel[radius + x - i] * np.float64(line[_reflect(i, n)])
             data[row, x] = np.float32(near_end)
 
 
@@ -114,13 +118,8 @@ def _convolve_axis(data: np.ndarray, kernel: np.ndarray) -> None:
         for x in range(n):
             total[:] = 0.0
             for i in range(x - radius, x + radius + 1):
-                j = i
-                if j < 0:
-                    j = -j
-                elif j >= n:
-                    j = 2 * n - 2 - j
                 k = kernel[radius + x - i]
-                line = source[j]
+                line = source[_reflect(i, n)]
                 for q in range(total.shape[0]):
                     total[q] += k * np.float64(line[q])
             out = data[p, x]
