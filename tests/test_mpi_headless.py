@@ -78,7 +78,8 @@ def test_blocks_larger_than_a_tile_are_computed_tile_by_tile(volume_h5, serial, 
     monkeypatch.setattr(pixel, "tiles_of", lambda *args: seen.append(len(tiles_of(*args))) or tiles_of(*args))
     out = str(tmp_path / "tiled.n5")
     assert main(_args(volume_h5, out) + ["--quiet"]) == 0
-    assert len(seen) == 27 and max(seen) == 3 * 2  # a 24³ block: 3 tiles along z (10, 10, 4), 2 along y, 1 along x
+    # once to size the tile threads, then per block; a 24³ block: 3 tiles along z (10, 10, 4), 2 along y, 1 along x
+    assert len(seen) == 1 + 27 and max(seen) == 3 * 2
     np.testing.assert_array_equal(_read(out), serial)
 
 
@@ -93,6 +94,27 @@ def test_mpi_ranks_equal_serial(volume_h5, serial, tmp_path, ranks):
     store = ts.open({"driver": "n5", "kvstore": {"driver": "file", "path": out}, "path": "exported_data"}).result()
     np.testing.assert_array_equal(np.asarray(store.read().result()).transpose(3, 2, 1, 0), serial)
     assert open_n5_dataset(out, "exported_data").attributes["axes"] == ["c", "x", "y", "z"]
+
+
+def test_threads_a_block_has_no_use_for_compute_its_tiles(volume_h5, serial, tmp_path, monkeypatch, capsys):
+    """One block (the whole 64³ volume) and two threads: the block's tiles are computed two at a time, on two
+    threads, into the same output as the serial run's."""
+    import threading
+
+    import hpc_ilastik.workflows.pixel_classification as pixel
+
+    monkeypatch.setattr(pixel, "tile_shape_for", lambda shape, context=(): (1, 16, 32, 32, shape[4]))
+    workers: set[int] = set()
+    compute_sources = pixel.compute_sources
+    monkeypatch.setattr(pixel, "compute_sources",
+                        lambda *a, **k: workers.add(threading.get_ident()) or compute_sources(*a, **k))
+    out = str(tmp_path / "one_block.n5")
+    args = _args(volume_h5, out)
+    args[args.index(f"--distributed_block_roi={BLOCK}")] = "--distributed_block_roi=64"
+    assert main(args + ["--threads=2"]) == 0
+    assert "1 block(s) of (1, 64, 64, 64) (tzyx)" in capsys.readouterr().err
+    np.testing.assert_array_equal(_read(out), serial)
+    assert len(workers) == 2
 
 
 def test_fewer_blocks_than_ranks_is_said_once(volume_h5, serial, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
@@ -34,6 +35,7 @@ from hpc_ilastik.workflows.blockwise import (
     block_shape_for,
     block_threads,
     fit_block_shape,
+    thread_count,
     tile_shape_for,
     tiles_of,
     write_blocks,
@@ -107,15 +109,22 @@ def run_image(project: PixelClassificationProject, ensembles: list[ForestEnsembl
                 per_target.append(value)
         return [np.stack(per_t) for per_t in results]
 
+    threads = block_threads(batch.options.run, comm, grid)
+    # threads a block has no use for (fewer blocks than threads: ilastik's 256³ blocks under --distributed)
+    # compute its tiles, as many at a time as they allow
+    tiles_per_block = len(tiles_of(grid[0], tile_shape, shape)) if grid else 1
+    tile_threads = min(thread_count(batch.options.run, comm is not None and comm.Get_size() > 1) // threads,
+                       tiles_per_block)
+    pool = ThreadPoolExecutor(tile_threads) if tile_threads > 1 else None
+
     def process(block: blk.Block) -> None:
-        """A block (one output chunk) computed tile by tile, so that its memory is a tile's and its outputs'."""
+        """A block (one output chunk) computed tile by tile, so that its memory is its tiles' and its outputs'."""
         tiles = tiles_of(block, tile_shape, shape)
         if len(tiles) == 1:
             values = compute_tile(block)
         else:
             values = []
-            for tile in tiles:
-                parts = compute_tile(tile)
+            for tile, parts in zip(tiles, pool.map(compute_tile, tiles) if pool else map(compute_tile, tiles)):
                 values = values or [np.empty(block.shape[:4] + p.shape[4:], p.dtype) for p in parts]
                 for whole, part in zip(values, parts):
                     whole[tile.out_slices[:4]] = part
@@ -127,19 +136,23 @@ def run_image(project: PixelClassificationProject, ensembles: list[ForestEnsembl
         read, _ = blk.read_region(block, context, shape)
         return math.prod(s.stop - s.start for s in read[:4]), block.voxels
 
-    threads = block_threads(batch.options.run, comm, grid)
     if comm is None or comm.Get_rank() == 0:
-        log.info("%s: %d block(s) of %s (tzyx) with a halo of %s (zyx); about %.2f GiB per block, %d at a time%s",
+        log.info("%s: %d block(s) of %s (tzyx) with a halo of %s (zyx); about %.2f GiB per block, %d at a time%s%s",
                  source.nickname, len(grid), block_shape[:4], context,
-                 block_memory(block_shape, context, stages, out_channels) / 2**30, threads,
-                 f" on each of {comm.Get_size()} ranks" if comm is not None else "")
+                 block_memory(block_shape, context, stages, out_channels, tile_threads) / 2**30, threads,
+                 f" on each of {comm.Get_size()} ranks" if comm is not None else "",
+                 f", each in {tiles_per_block} tiles, {tile_threads} at a time" if pool else "")
     progress = Progress(len(grid), unit="blocks", total_voxels=int(np.prod([s.stop - s.start for s in region[:4]])),
                         quiet=quiet, label=source.nickname)
-    paths = write_blocks(grid, process, targets, comm, threads, progress, read_voxels, source.nickname)
+    try:
+        paths = write_blocks(grid, process, targets, comm, threads, progress, read_voxels, source.nickname)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     found = sum(nonfinite) if comm is None else comm.reduce(sum(nonfinite), root=0)
     if found:
-        log.warning("%s: %d input value(s) are NaN or infinite; the features around them are NaN, and pixels with a NaN "
-                    "feature get probability 0 in every class (as in ilastik)", source.nickname, found)
+        log.warning("%s: %d input value(s) are NaN or infinite; the features around them are NaN, and pixels with a "
+                    "NaN feature get probability 0 in every class (as in ilastik)", source.nickname, found)
     return paths
 
 
@@ -173,14 +186,14 @@ def output_channels(request: SourceRequest, stages: list[PixelStage], raw_channe
 
 
 def block_memory(block_shape: tuple[int, ...], context: tuple[int, int, int], stages: list[PixelStage],
-                 out_channels: int) -> int:
-    """A generous estimate of the bytes one block needs: for the tile it is computed in at once, the read
+                 out_channels: int, tiles_at_once: int = 1) -> int:
+    """A generous estimate of the bytes one block needs: for each tile it is computed in at once, the read
     region's input, filter temporaries, feature stack and probabilities; for the block, its `out_channels`
     output channels twice (the values and their copy on the way to the file); all float32."""
     tile = [min(b, t) for b, t in zip(block_shape, tile_shape_for(block_shape, context))]
     read = int(np.prod([n + 2 * h for n, h in zip(tile[1:4], context)]))
     widest = max((s.plan.n_channels_out + s.n_classes for s in stages), default=0)
-    return 4 * (read * (block_shape[4] + 8) + read * widest + 2 * math.prod(block_shape[:4]) * out_channels)
+    return 4 * (tiles_at_once * read * (block_shape[4] + 8 + widest) + 2 * math.prod(block_shape[:4]) * out_channels)
 
 
 # ---- the project's classifiers -----------------------------------------------------------------------------
