@@ -78,8 +78,7 @@ def test_blocks_larger_than_a_tile_are_computed_tile_by_tile(volume_h5, serial, 
     monkeypatch.setattr(pixel, "tiles_of", lambda *args: seen.append(len(tiles_of(*args))) or tiles_of(*args))
     out = str(tmp_path / "tiled.n5")
     assert main(_args(volume_h5, out) + ["--quiet"]) == 0
-    # once to size the tile threads, then per block; a 24³ block: 3 tiles along z (10, 10, 4), 2 along y, 1 along x
-    assert len(seen) == 1 + 27 and max(seen) == 3 * 2
+    assert len(seen) == 27 and max(seen) == 3 * 2  # a 24³ block: 3 tiles along z (10, 10, 4), 2 along y, 1 along x
     np.testing.assert_array_equal(_read(out), serial)
 
 

@@ -39,8 +39,8 @@ def open_writer(fmt: str, path: str, *, internal_path: str = "exported_data", sh
 
     `path` is the output file (container, or template with {slice_index} for sequences); `internal_path`
     the dataset inside HDF5/N5/zarr; `chunks` the block shape (N5, zarr and OME-Zarr chunks; HDF5 chunks
-    divide it; blocks must be chunk-aligned when several ranks write); `drange`, `resolutions` (pixel size per axis) and `units`
-    go into the metadata; `offset` is the cut-out start (sequence indices, OME-Zarr translation);
+    divide it; blocks must be chunk-aligned when several ranks write); `drange`, `resolutions` (pixel size per
+    axis) and `units` go into the metadata; `offset` is the cut-out start (sequence indices, OME-Zarr translation);
     `ranks` the processes writing it together (streaming formats only); `fingerprint` makes the output resumable."""
     shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
     name = check_format(fmt, dtype, shape, axes)

@@ -112,7 +112,7 @@ def run_image(project: PixelClassificationProject, ensembles: list[ForestEnsembl
     threads = block_threads(batch.options.run, comm, grid)
     # threads a block has no use for (fewer blocks than threads: ilastik's 256³ blocks under --distributed)
     # compute its tiles, as many at a time as they allow
-    tiles_per_block = len(tiles_of(grid[0], tile_shape, shape)) if grid else 1
+    tiles_per_block = math.prod(math.ceil(b / t) for b, t in zip(block_shape[:4], tile_shape[:4]))  # a whole block's
     tile_threads = min(thread_count(batch.options.run, comm is not None and comm.Get_size() > 1) // threads,
                        tiles_per_block)
     pool = ThreadPoolExecutor(tile_threads) if tile_threads > 1 else None
