@@ -60,7 +60,7 @@ def open_writer(fmt: str, path: str, *, internal_path: str = "exported_data", sh
     if os.path.isdir(path):
         raise UserError(f"the output {path} is a folder; remove it or choose another --output_filename_format.")
     if name.endswith("hdf5"):
-        return HDF5Writer(path, internal_path, shape, dtype, axes, name == "compressed hdf5", drange, resolutions, units,
-                          chunks)
+        return HDF5Writer(path, internal_path, shape, dtype, axes, name == "compressed hdf5", drange, resolutions,
+                          units, chunks)
     return WholeImageWriter(path, shape, dtype, files_for(name, path, shape, axes, offset, resolutions, units),
                              memory_limit)
