@@ -11,7 +11,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.forest.ensemble import ForestEnsemble, read_classifier, write_classifier
-from hpc_ilastik.forest.predict import _constant_norm, _derived_class, _leaf_groups, _mask_arrays
+from hpc_ilastik.forest.predict import _constant_norm, _derived_class, _leaf_groups, _mask_arrays, pack_forests
 from hpc_ilastik.forest.regression import from_pickled
 from hpc_ilastik.forest.vigra import LEAF_NODE, from_sklearn, read_vigra_forest, write_vigra_forest
 from hpc_ilastik.io.pickles import read_pickle
@@ -195,6 +195,35 @@ def test_trees_of_pure_leaves_add_by_groups_as_vigra(weighted):
     # the others' (each tree gives exactly one 1)
     assert (derived < 0) == weighted and (np.diff(group_start) <= (3 if weighted else 2)).all()
     probes = np.concatenate([_threshold_probes(rf.estimators_, X[:200]), X[:5] * np.nan])
+    np.testing.assert_array_equal(forest.predict_proba(probes), _vigra_by_hand(forest, probes))
+
+
+def test_trees_of_pure_leaves_share_words_and_count_votes_as_vigra():
+    # fully grown trees (pure leaves) of 3-7 leaves, as ilastik's, three classes, and a tree of 33+ leaves among
+    # them: the small ones share 32-bit words (their votes counted a word at a time), the big one ends a word
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(600, 5)).astype(np.float32)
+
+    def small(n_leaves: int, feature: int) -> DecisionTreeClassifier:  # n_leaves intervals of one feature
+        y = 1 + np.digitize(X[:, feature], np.linspace(-1, 1, n_leaves - 1)) % 3
+        return DecisionTreeClassifier(random_state=0).fit(X, y)
+
+    noisy = np.where(rng.random(len(X)) < 0.3, rng.integers(1, 4, len(X)), 1 + (X[:, 0] > 0) + (X[:, 1] > 0))
+    trees = [small(n, k % 5) for k, n in enumerate([3, 4, 5, 6, 7, 3, 4, 5, 6])]
+    trees += [DecisionTreeClassifier(random_state=0).fit(X, noisy)]
+    trees += [small(n, k % 5) for k, n in enumerate([7, 6, 5, 4, 3, 7, 6, 5])]
+    forest = from_sklearn(trees)
+    leaves = np.diff(forest.leaf_start)
+    assert leaves[9] > 32 and list(leaves[:9]) + list(leaves[10:]) == [3, 4, 5, 6, 7, 3, 4, 5, 6, 7, 6, 5, 4, 3, 7,
+                                                                         6, 5]
+    in_word, forest_words, word_start, word_stop = pack_forests([forest])[17:21]
+    np.testing.assert_array_equal(in_word, leaves <= 32)
+    # words of 32 bits (7 trees), 11 bits (2 trees; the big tree ends it), 32 bits (6 trees) and 11 bits
+    splits = np.cumsum([0] + [n - 1 if n <= 64 else 0 for n in leaves])  # in the mask tables: none for walked trees
+    assert list(forest_words) == [0, 4]
+    np.testing.assert_array_equal(word_start, splits[[0, 7, 10, 16]])
+    np.testing.assert_array_equal(word_stop, splits[[7, 9, 16, 18]])
+    probes = np.concatenate([_threshold_probes(trees, X[:150]), X[:5] * np.nan])
     np.testing.assert_array_equal(forest.predict_proba(probes), _vigra_by_hand(forest, probes))
 
 

@@ -3,7 +3,8 @@ several forests, bit for bit.
 
 All forests of a classifier are packed into one node table (`pack_forests`); rows go through every tree
 a batch at a time, and each tree finds a row's leaf by bit masks (QuickScorer, trees of at most 64
-leaves) or by walking (larger trees). Facts: ilastik-numerics.md §7-§8.
+leaves) or by walking (larger trees). Trees of pure leaves (ilastik's) share 32-bit words, several trees
+to a word, and count their votes by popcount. Facts: ilastik-numerics.md §7-§8.
 """
 
 from __future__ import annotations
@@ -46,14 +47,18 @@ def pack_forests(forests: Sequence[VigraForest]) -> tuple[np.ndarray, ...]:
     masks = _mask_arrays(forests)
     per_forest = np.split(values, np.cumsum([len(f.leaf_weights) for f in forests])[:-1])
     derived = np.array([_derived_class(v) for v in per_forest], dtype=np.int64)
+    forest_trees = np.cumsum([0] + [f.n_trees for f in forests]).astype(np.int64)
+    norms = np.array([_constant_norm(v, f.leaf_start) for v, f in zip(per_forest, forests)], dtype=np.float32)
     return (
         *_walk_arrays(forests),
         *masks,
         *_leaf_groups(masks[-2], masks[-1], values, np.repeat(derived, [f.n_trees for f in forests])),
+        *_vote_words(masks[3], masks[4], masks[5], masks[6], values, forest_trees,
+                     np.where(np.isnan(norms), -1, derived)),
         derived,
         values,
-        np.cumsum([0] + [f.n_trees for f in forests]).astype(np.int64),
-        np.array([_constant_norm(v, f.leaf_start) for v, f in zip(per_forest, forests)], dtype=np.float32),
+        forest_trees,
+        norms,
     )
 
 
@@ -160,15 +165,46 @@ def _add_exit_groups(reachable, m, g_class, g_value, g_bits, first, stop, acc, w
                 row_acc[r] += v32 if word(reachable[r] & members) != word(0) else np.float32(0)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _popcount32(x):
+    """Set bits of a uint32 (SWAR; every step cast back to 32 bits, which keeps LLVM's vectors 8 rows wide)."""
+    word = np.uint32
+    x = word(x - word(word(x >> word(1)) & word(0x55555555)))
+    x = word(word(x & word(0x33333333)) + word(word(x >> word(2)) & word(0x33333333)))
+    x = word(word(x + word(x >> word(4))) & word(0x0F0F0F0F))
+    x = word(x + word(x >> word(8)))
+    return word(word(x + word(x >> word(16))) & word(0x3F))
+
+
+@njit(cache=True, nogil=True)
+def _add_word_votes(reachable, m, low, votes, acc):
+    """The votes of a word of trees of pure leaves (see _vote_words): each tree's exit leaf is the lowest bit
+    left in its field (`low` has each field's lowest bit; no field is ever empty, so subtracting it borrows
+    within fields only), and class c gets as many votes as exit leaves fall in votes[c]. The counts are whole
+    numbers, exact in float32, whatever the order of their additions."""
+    word = reachable.dtype.type
+    low = word(low)
+    for r in range(m):
+        reachable[r] &= ~word(reachable[r] - low)
+    for c in range(votes.shape[0]):
+        members = word(votes[c])
+        if members == word(0):
+            continue
+        row_acc = acc[c]
+        for r in range(m):
+            row_acc[r] += np.float32(_popcount32(word(reachable[r] & members)))
+
+
 @njit(cache=True, nogil=True)
 def _predict_kernel(Xt, feature, threshold, children, roots, depths, walked, m_feature, m_threshold, m_bits, m_start,
-                    m_leaves, m_leaf_start, grouped, g_start, g_class, g_value, g_bits, derived, leaf_values,
-                    forest_trees, norms, combine, out):
+                    m_leaves, m_leaf_start, grouped, g_start, g_class, g_value, g_bits, in_word, forest_words,
+                    word_start, word_stop, word_bits, word_low, word_votes, derived, leaf_values, forest_trees, norms,
+                    combine, out):
     """Forest probabilities into `out` (zeros, float32 (n, C)) for the C-contiguous features Xt (F, n):
     vigra's per forest, then ilastik's tree-count weighted mean of the forests if `combine` (else `out`
     is the single forest's own result). Rows go _BATCH_ROWS at a time through every tree (their features
     stay in L2); each tree finds its exit leaves by walking (`walked`, more than 64 leaves) or by masks, and
-    adds their values. A forest whose `norms` entry is not NaN divides every row by it (see _constant_norm)."""
+    adds their values; trees packed in words (`in_word`) count their votes a word at a time. A forest whose `norms` entry is not NaN divides every row by it (see _constant_norm)."""
     n_features, n = Xt.shape
     n_classes = leaf_values.shape[1]
     n_splits = feature.shape[0] - leaf_values.shape[0]
@@ -195,7 +231,12 @@ def _predict_kernel(Xt, feature, threshold, children, roots, depths, walked, m_f
             acc[:, :m] = 0
             weight[:m] = 0
             track_weight = np.isnan(norms[f])
+            for w in range(forest_words[f], forest_words[f + 1]):
+                _reachable(Xt, start, m, m_feature, m_threshold, word_bits, word_start[w], word_stop[w], few)
+                _add_word_votes(few, m, word_low[w], word_votes[w], acc)
             for t in range(forest_trees[f], forest_trees[f + 1]):
+                if in_word[t]:
+                    continue
                 leaves = m_leaves[m_leaf_start[t]:m_leaf_start[t + 1]]
                 if walked[t]:
                     _walk(flat, n, start, m, feature, threshold, children, np.uint32(roots[t]), depths[t], n_splits,
@@ -374,3 +415,44 @@ def _mask_arrays(forests: Sequence[VigraForest]) -> tuple[np.ndarray, ...]:
     return (np.array(walked, dtype=np.bool_), np.array(feature, dtype=np.int32),
             _float32_threshold(np.array(threshold, dtype=np.float64)), np.array(bits, dtype=np.uint64),
             np.array(starts, dtype=np.int64), np.array(leaves, dtype=np.int64), np.array(leaf_starts, dtype=np.int64))
+
+
+def _vote_words(m_bits: np.ndarray, m_start: np.ndarray, leaves: np.ndarray, leaf_start: np.ndarray,
+                values: np.ndarray, forest_trees: np.ndarray, derived: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Trees of pure leaves packed into 32-bit words for _add_word_votes: in each forest whose `derived` class is
+    set (pure leaves, one constant row norm), consecutive trees of at most 32 leaves share a word, each in its own
+    field of bits (its leaves left to right). Returns per tree whether it is in a word; per forest its words
+    forest_words[f]:forest_words[f + 1]; per word its splits word_start:word_stop (in the mask tables), each
+    field's lowest bit and per class the bits of the leaves that vote for it (none for the derived class); and
+    per split its mask within its word (word_bits, parallel to m_bits)."""
+    in_word = np.zeros(len(m_start) - 1, dtype=np.bool_)
+    word_bits = np.zeros_like(m_bits)
+    forest_words, starts, stops, lows, votes = [0], [], [], [], []
+    for f in range(len(forest_trees) - 1):
+        width = 33  # no word open
+        for t in range(forest_trees[f], forest_trees[f + 1]):
+            n = int(leaf_start[t + 1] - leaf_start[t])
+            if derived[f] < 0 or not 0 < n <= 32:
+                width = 33
+                continue
+            if width + n > 32:
+                starts.append(int(m_start[t]))
+                stops.append(int(m_start[t]))
+                lows.append(0)
+                votes.append([0] * values.shape[1])
+                width = 0
+            in_word[t] = True
+            for s in range(m_start[t], m_start[t + 1]):
+                left = _ALL_LEAVES_INT & ~int(m_bits[s])
+                word_bits[s] = 0xFFFFFFFF & ~(left << width)
+            stops[-1] = int(m_start[t + 1])
+            lows[-1] |= 1 << width
+            for k, leaf in enumerate(leaves[leaf_start[t]:leaf_start[t + 1]]):
+                c = int(np.argmax(values[leaf]))
+                if c != derived[f]:
+                    votes[-1][c] |= 1 << (width + k)
+            width += n
+        forest_words.append(len(starts))
+    return (in_word, np.array(forest_words, dtype=np.int64), np.array(starts, dtype=np.int64),
+            np.array(stops, dtype=np.int64), word_bits, np.array(lows, dtype=np.uint64),
+            np.array(votes, dtype=np.uint64).reshape(len(starts), values.shape[1]))
