@@ -100,6 +100,12 @@ def _walk(flat, row_stride, start, m, feature, threshold, children, root, depth,
             leaf[r0 + j] = np.int64(node[j]) - n_splits
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _kept(x, threshold, mask, everything):
+    """A split's effect on a row's reachable set: its mask where the row goes right, else no change."""
+    return mask if x >= threshold else everything
+
+
 @njit(cache=True, nogil=True)
 def _reachable(Xt, start, m, feature, threshold, bits, first, stop, reachable):
     """QuickScorer for rows start..start+m-1 of a tree of at most 64 leaves numbered left to right: every
@@ -109,12 +115,22 @@ def _reachable(Xt, start, m, feature, threshold, bits, first, stop, reachable):
     word = reachable.dtype.type
     everything = word(~word(0))
     reachable[:m] = everything
-    for s in range(first, stop):
+    s = first
+    while s + 4 <= stop:  # four splits per pass: a quarter of the loads and stores of the sets
+        a, b = Xt[feature[s], start:start + m], Xt[feature[s + 1], start:start + m]
+        c, d = Xt[feature[s + 2], start:start + m], Xt[feature[s + 3], start:start + m]
+        ta, tb, tc, td = threshold[s], threshold[s + 1], threshold[s + 2], threshold[s + 3]
+        ma, mb, mc, md = word(bits[s]), word(bits[s + 1]), word(bits[s + 2]), word(bits[s + 3])
+        for r in range(m):
+            reachable[r] &= word(word(_kept(a[r], ta, ma, everything) & _kept(b[r], tb, mb, everything))
+                                 & word(_kept(c[r], tc, mc, everything) & _kept(d[r], td, md, everything)))
+        s += 4
+    for s in range(s, stop):
         row = Xt[feature[s], start:start + m]
         th = threshold[s]
         mask = word(bits[s])
         for r in range(m):
-            reachable[r] &= mask if row[r] >= th else everything
+            reachable[r] &= _kept(row[r], th, mask, everything)
 
 
 @njit(cache=True, nogil=True)
@@ -167,13 +183,13 @@ def _add_exit_groups(reachable, m, g_class, g_value, g_bits, first, stop, acc, w
 
 @njit(cache=True, nogil=True, inline="always")
 def _popcount32(x):
-    """Set bits of a uint32 (SWAR; every step cast back to 32 bits, which keeps LLVM's vectors 8 rows wide)."""
+    """Set bits of a uint32: the SWAR form LLVM turns into its popcount (one instruction where the CPU has it;
+    every step cast back to 32 bits keeps the vectors 32-bit lanes wide)."""
     word = np.uint32
     x = word(x - word(word(x >> word(1)) & word(0x55555555)))
     x = word(word(x & word(0x33333333)) + word(word(x >> word(2)) & word(0x33333333)))
     x = word(word(x + word(x >> word(4))) & word(0x0F0F0F0F))
-    x = word(x + word(x >> word(8)))
-    return word(word(x + word(x >> word(16))) & word(0x3F))
+    return word(word(x * word(0x01010101)) >> word(24))
 
 
 @njit(cache=True, nogil=True)
