@@ -220,7 +220,8 @@ def _predict_kernel(Xt, feature, threshold, children, roots, depths, walked, m_f
     vigra's per forest, then ilastik's tree-count weighted mean of the forests if `combine` (else `out`
     is the single forest's own result). Rows go _BATCH_ROWS at a time through every tree (their features
     stay in L2); each tree finds its exit leaves by walking (`walked`, more than 64 leaves) or by masks, and
-    adds their values; trees packed in words (`in_word`) count their votes a word at a time. A forest whose `norms` entry is not NaN divides every row by it (see _constant_norm)."""
+    adds their values; trees packed in words (`in_word`) count their votes a word at a time. A forest whose
+    `norms` entry is not NaN divides every row by it (see _constant_norm)."""
     n_features, n = Xt.shape
     n_classes = leaf_values.shape[1]
     n_splits = feature.shape[0] - leaf_values.shape[0]
