@@ -200,7 +200,7 @@ def test_trees_of_pure_leaves_add_by_groups_as_vigra(weighted):
 
 def test_trees_of_pure_leaves_share_words_and_count_votes_as_vigra():
     # fully grown trees (pure leaves) of 3-7 leaves, as ilastik's, three classes, and a tree of 33+ leaves among
-    # them: the small ones share 32-bit words (their votes counted a word at a time), the big one ends a word
+    # them: the small ones share 32-bit words (their votes counted a word at a time), the big one goes alone
     rng = np.random.default_rng(11)
     X = rng.normal(size=(600, 5)).astype(np.float32)
 
@@ -216,13 +216,14 @@ def test_trees_of_pure_leaves_share_words_and_count_votes_as_vigra():
     leaves = np.diff(forest.leaf_start)
     assert leaves[9] > 32 and list(leaves[:9]) + list(leaves[10:]) == [3, 4, 5, 6, 7, 3, 4, 5, 6, 7, 6, 5, 4, 3, 7,
                                                                          6, 5]
-    in_word, forest_words, word_start, word_stop = pack_forests([forest])[17:21]
+    in_word, forest_words, word_start, feature, threshold, _, low = pack_forests([forest])[17:24]
     np.testing.assert_array_equal(in_word, leaves <= 32)
-    # words of 32 bits (7 trees), 11 bits (2 trees; the big tree ends it), 32 bits (6 trees) and 11 bits
-    splits = np.cumsum([0] + [n - 1 if n <= 64 else 0 for n in leaves])  # in the mask tables: none for walked trees
-    assert list(forest_words) == [0, 4]
-    np.testing.assert_array_equal(word_start, splits[[0, 7, 10, 16]])
-    np.testing.assert_array_equal(word_stop, splits[[7, 9, 16, 18]])
+    # 87 leaves in three words (one field per tree); trees that share tests share a word, which makes each test
+    # once: the small trees' 69 splits are 26 distinct tests, and the words make 32 (here; at most 35 allowed)
+    assert list(forest_words) == [0, 3] and sum(bin(int(w)).count("1") for w in low) == 17
+    tests = list(zip(feature.tolist(), threshold.tolist()))
+    assert all(len(set(tests[a:b])) == b - a for a, b in zip(word_start, word_start[1:]))
+    assert sum(leaves[leaves <= 32] - 1) == 69 and len(set(tests)) == 26 and len(tests) <= 35
     probes = np.concatenate([_threshold_probes(trees, X[:150]), X[:5] * np.nan])
     np.testing.assert_array_equal(forest.predict_proba(probes), _vigra_by_hand(forest, probes))
 

@@ -53,8 +53,7 @@ def pack_forests(forests: Sequence[VigraForest]) -> tuple[np.ndarray, ...]:
         *_walk_arrays(forests),
         *masks,
         *_leaf_groups(masks[-2], masks[-1], values, np.repeat(derived, [f.n_trees for f in forests])),
-        *_vote_words(masks[3], masks[4], masks[5], masks[6], values, forest_trees,
-                     np.where(np.isnan(norms), -1, derived)),
+        *_vote_words(*masks[1:], values, forest_trees, np.where(np.isnan(norms), -1, derived)),
         derived,
         values,
         forest_trees,
@@ -214,8 +213,8 @@ def _add_word_votes(reachable, m, low, votes, acc):
 @njit(cache=True, nogil=True)
 def _predict_kernel(Xt, feature, threshold, children, roots, depths, walked, m_feature, m_threshold, m_bits, m_start,
                     m_leaves, m_leaf_start, grouped, g_start, g_class, g_value, g_bits, in_word, forest_words,
-                    word_start, word_stop, word_bits, word_low, word_votes, derived, leaf_values, forest_trees, norms,
-                    combine, out):
+                    word_start, word_feature, word_threshold, word_bits, word_low, word_votes, derived, leaf_values,
+                    forest_trees, norms, combine, out):
     """Forest probabilities into `out` (zeros, float32 (n, C)) for the C-contiguous features Xt (F, n):
     vigra's per forest, then ilastik's tree-count weighted mean of the forests if `combine` (else `out`
     is the single forest's own result). Rows go _BATCH_ROWS at a time through every tree (their features
@@ -249,7 +248,7 @@ def _predict_kernel(Xt, feature, threshold, children, roots, depths, walked, m_f
             weight[:m] = 0
             track_weight = np.isnan(norms[f])
             for w in range(forest_words[f], forest_words[f + 1]):
-                _reachable(Xt, start, m, m_feature, m_threshold, word_bits, word_start[w], word_stop[w], few)
+                _reachable(Xt, start, m, word_feature, word_threshold, word_bits, word_start[w], word_start[w + 1], few)
                 _add_word_votes(few, m, word_low[w], word_votes[w], acc)
             for t in range(forest_trees[f], forest_trees[f + 1]):
                 if in_word[t]:
@@ -434,42 +433,59 @@ def _mask_arrays(forests: Sequence[VigraForest]) -> tuple[np.ndarray, ...]:
             np.array(starts, dtype=np.int64), np.array(leaves, dtype=np.int64), np.array(leaf_starts, dtype=np.int64))
 
 
-def _vote_words(m_bits: np.ndarray, m_start: np.ndarray, leaves: np.ndarray, leaf_start: np.ndarray,
-                values: np.ndarray, forest_trees: np.ndarray, derived: np.ndarray) -> tuple[np.ndarray, ...]:
+def _vote_words(m_feature: np.ndarray, m_threshold: np.ndarray, m_bits: np.ndarray, m_start: np.ndarray,
+                leaves: np.ndarray, leaf_start: np.ndarray, values: np.ndarray, forest_trees: np.ndarray,
+                derived: np.ndarray) -> tuple[np.ndarray, ...]:
     """Trees of pure leaves packed into 32-bit words for _add_word_votes: in each forest whose `derived` class is
-    set (pure leaves, one constant row norm), consecutive trees of at most 32 leaves share a word, each in its own
-    field of bits (its leaves left to right). Returns per tree whether it is in a word; per forest its words
-    forest_words[f]:forest_words[f + 1]; per word its splits word_start:word_stop (in the mask tables), each
-    field's lowest bit and per class the bits of the leaves that vote for it (none for the derived class); and
-    per split its mask within its word (word_bits, parallel to m_bits)."""
+    set (pure leaves, one constant row norm), its trees of at most 32 leaves share words, each tree in its own
+    field of bits (its leaves left to right). A word's trees are chosen to share split tests (the same feature
+    and float32 threshold), and each test is made once per word with the masks of its trees combined. Returns
+    per tree whether it is in a word; per forest its words forest_words[f]:forest_words[f + 1]; per word its
+    tests word_start[w]:word_start[w + 1] (feature, threshold, mask), each field's lowest bit and per class
+    the bits of the leaves that vote for it (none for the derived class)."""
     in_word = np.zeros(len(m_start) - 1, dtype=np.bool_)
-    word_bits = np.zeros_like(m_bits)
-    forest_words, starts, stops, lows, votes = [0], [], [], [], []
+    forest_words, starts, lows, votes = [0], [0], [], []
+    features: list[int] = []
+    thresholds: list[float] = []
+    masks: list[int] = []
+
+    def tests_of(t: int) -> dict[tuple[int, float], int]:  # a tree's tests → the mask of their left subtrees
+        tests: dict[tuple[int, float], int] = {}
+        for s in range(m_start[t], m_start[t + 1]):
+            key = (int(m_feature[s]), float(m_threshold[s]))
+            tests[key] = tests.get(key, 0) | (_ALL_LEAVES_INT & ~int(m_bits[s]))
+        return tests
+
     for f in range(len(forest_trees) - 1):
-        width = 33  # no word open
-        for t in range(forest_trees[f], forest_trees[f + 1]):
-            n = int(leaf_start[t + 1] - leaf_start[t])
-            if derived[f] < 0 or not 0 < n <= 32:
-                width = 33
-                continue
-            if width + n > 32:
-                starts.append(int(m_start[t]))
-                stops.append(int(m_start[t]))
-                lows.append(0)
-                votes.append([0] * values.shape[1])
-                width = 0
-            in_word[t] = True
-            for s in range(m_start[t], m_start[t + 1]):
-                left = _ALL_LEAVES_INT & ~int(m_bits[s])
-                word_bits[s] = 0xFFFFFFFF & ~(left << width)
-            stops[-1] = int(m_start[t + 1])
-            lows[-1] |= 1 << width
-            for k, leaf in enumerate(leaves[leaf_start[t]:leaf_start[t + 1]]):
-                c = int(np.argmax(values[leaf]))
-                if c != derived[f]:
-                    votes[-1][c] |= 1 << (width + k)
-            width += n
-        forest_words.append(len(starts))
+        if derived[f] >= 0:
+            pending = {t: tests_of(t) for t in range(forest_trees[f], forest_trees[f + 1])
+                       if 0 < leaf_start[t + 1] - leaf_start[t] <= 32}
+            while pending:
+                word: dict[tuple[int, float], int] = {}
+                width, low, word_votes = 0, 0, [0] * values.shape[1]
+                while True:  # the tree that fits and shares the most tests (first: the forest's first left)
+                    fits = [t for t in pending if width + leaf_start[t + 1] - leaf_start[t] <= 32]
+                    if not fits:
+                        break
+                    t = max(fits, key=lambda t: (len(pending[t].keys() & word.keys()), -t))
+                    for key, left in pending.pop(t).items():
+                        word[key] = word.get(key, 0) | (left << width)
+                    for k, leaf in enumerate(leaves[leaf_start[t]:leaf_start[t + 1]]):
+                        c = int(np.argmax(values[leaf]))
+                        if c != derived[f]:
+                            word_votes[c] |= 1 << (width + k)
+                    low |= 1 << width
+                    width += int(leaf_start[t + 1] - leaf_start[t])
+                    in_word[t] = True
+                for (feature, threshold), left in word.items():
+                    features.append(feature)
+                    thresholds.append(threshold)
+                    masks.append(0xFFFFFFFF & ~left)
+                starts.append(len(features))
+                lows.append(low)
+                votes.append(word_votes)
+        forest_words.append(len(lows))
     return (in_word, np.array(forest_words, dtype=np.int64), np.array(starts, dtype=np.int64),
-            np.array(stops, dtype=np.int64), word_bits, np.array(lows, dtype=np.uint64),
-            np.array(votes, dtype=np.uint64).reshape(len(starts), values.shape[1]))
+            np.array(features, dtype=np.int32), np.array(thresholds, dtype=np.float32),
+            np.array(masks, dtype=np.uint64), np.array(lows, dtype=np.uint64),
+            np.array(votes, dtype=np.uint64).reshape(len(lows), values.shape[1]))
