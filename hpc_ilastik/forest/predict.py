@@ -76,7 +76,7 @@ def predict_columns(X: np.ndarray, packed: tuple[np.ndarray, ...], n_columns: in
     """(n, F) float32 features → (n, n_columns) float32: vigra's probabilities per forest, combined as ilastik
     does when `combine` (else the single forest's own). X is best a view of channels-first data (as
     `compute_features` gives it: read in place); other layouts are copied channels-first."""
-    probs = np.zeros((X.shape[0], n_columns), dtype=np.float32)
+    probs = np.empty((X.shape[0], n_columns), dtype=np.float32)
     _predict_kernel(np.ascontiguousarray(X.T), *packed, combine, probs)
     return probs
 
@@ -121,8 +121,10 @@ def _reachable(Xt, start, m, feature, threshold, bits, first, stop, reachable):
         ta, tb, tc, td = threshold[s], threshold[s + 1], threshold[s + 2], threshold[s + 3]
         ma, mb, mc, md = word(bits[s]), word(bits[s + 1]), word(bits[s + 2]), word(bits[s + 3])
         for r in range(m):
-            reachable[r] &= word(word(_kept(a[r], ta, ma, everything) & _kept(b[r], tb, mb, everything))
-                                 & word(_kept(c[r], tc, mc, everything) & _kept(d[r], td, md, everything)))
+            v = word(reachable[r] & _kept(a[r], ta, ma, everything))
+            v = word(v & _kept(b[r], tb, mb, everything))
+            v = word(v & _kept(c[r], tc, mc, everything))
+            reachable[r] = word(v & _kept(d[r], td, md, everything))
         s += 4
     for s in range(s, stop):
         row = Xt[feature[s], start:start + m]
@@ -211,11 +213,31 @@ def _add_word_votes(reachable, m, low, votes, acc):
 
 
 @njit(cache=True, nogil=True)
+def _add_shares(sums, m, weight, norm, trees, combine, result):
+    """One class of one forest: its probability sums / norm, vigra's, into `result` (times the forest's tree count
+    and added, if `combine`); where `norm` is NaN, each row's own weight rounded to float32 instead. Each case its
+    own loop over the rows (vectorised)."""
+    if combine:
+        if np.isnan(norm):
+            for r in range(m):
+                result[r] = result[r] + (sums[r] / np.float32(weight[r])) * trees
+        else:
+            for r in range(m):
+                result[r] = result[r] + (sums[r] / norm) * trees
+    elif np.isnan(norm):
+        for r in range(m):
+            result[r] = sums[r] / np.float32(weight[r])
+    else:
+        for r in range(m):
+            result[r] = sums[r] / norm
+
+
+@njit(cache=True, nogil=True)
 def _predict_kernel(Xt, feature, threshold, children, roots, depths, walked, m_feature, m_threshold, m_bits, m_start,
                     m_leaves, m_leaf_start, grouped, g_start, g_class, g_value, g_bits, in_word, forest_words,
                     word_start, word_feature, word_threshold, word_bits, word_low, word_votes, derived, leaf_values,
                     forest_trees, norms, combine, out):
-    """Forest probabilities into `out` (zeros, float32 (n, C)) for the C-contiguous features Xt (F, n):
+    """Forest probabilities into `out` (float32 (n, C), every value written) for the C-contiguous features Xt (F, n):
     vigra's per forest, then ilastik's tree-count weighted mean of the forests if `combine` (else `out`
     is the single forest's own result). Rows go _BATCH_ROWS at a time through every tree (their features
     stay in L2); each tree finds its exit leaves by walking (`walked`, more than 64 leaves) or by masks, and
@@ -269,19 +291,16 @@ def _predict_kernel(Xt, feature, threshold, children, roots, depths, walked, m_f
                     _add_leaves(leaf, m, leaf_values, acc, weight, track_weight)
             trees_f = np.float32(forest_trees[f + 1] - forest_trees[f])
             d = derived[f]
-            if d >= 0:  # whole numbers: the tree count less the other classes' sums is this class's, exactly
-                for r in range(m):
-                    others = np.float32(0)
-                    for c in range(n_classes):
-                        if c != d:
-                            others += acc[c, r]
-                    acc[d, r] = trees_f - others
-            for c in range(n_classes):  # class by class, vectorised over the rows
-                sums, result = acc[c], res[c]
-                for r in range(m):
-                    norm = np.float32(weight[r]) if track_weight else norms[f]
-                    share = sums[r] / norm
-                    result[r] = result[r] + share * trees_f if combine else share
+            if d >= 0:  # whole numbers: the tree count less the other classes' sums is this class's, exactly (in
+                total = acc[d]  # any order of the subtractions)
+                total[:m] = trees_f
+                for c in range(n_classes):
+                    if c != d:
+                        sums = acc[c]
+                        for r in range(m):
+                            total[r] -= sums[r]
+            for c in range(n_classes):
+                _add_shares(acc[c], m, weight, norms[f], trees_f, combine, res[c])
         if combine:
             for c in range(n_classes):
                 result = res[c]
