@@ -18,6 +18,8 @@ from hpc_ilastik.pixel.features import (
     presmoothing_sigma,
 )
 from hpc_ilastik.pixel.filters import (
+    _MAX_OUTPUTS,
+    _separable_bank,
     derivative_bank,
     eigenvalues,
     gaussian_smoothing,
@@ -197,6 +199,28 @@ def test_a_bank_on_a_region_equals_scipys_separable_filters_cut_to_it():
         ky, kx = gaussian_kernel(1.6, oy, 2.0), gaussian_kernel(1.6, ox, 2.0)
         ref = ndimage.convolve1d(ndimage.convolve1d(img.astype(np.float64), kx, 2, mode="mirror"), ky, 1, mode="mirror")
         np.testing.assert_allclose(bank[(oy, ox)], ref[cut], atol=1e-5 * 255)
+
+
+@pytest.mark.parametrize("radius, padded_radius", [(1, 5), (2, 5), (4, 5), (12, 13)])
+def test_the_x_pass_output_by_output_equals_a_tap_at_a_time(radius, padded_radius):
+    """The radii that go in as constants (each output's sum in a register) give the bits of the tap-at-a-time
+    loop of any other radius: the same kernel with zero taps added (each a fused multiply-add of 0, exact) goes
+    through that loop. Rows inside the image and rows mirrored at either end of x."""
+    img = np.random.default_rng(radius).uniform(0, 255, (3, 9, 40)).astype(np.float32)
+    identity = np.ones((1, 1), np.float32)
+    taps = np.random.default_rng(0).uniform(-0.3, 0.3, (3, radius + 1)).astype(np.float32)
+    padded = np.concatenate([taps, np.zeros((3, padded_radius - radius), np.float32)], axis=1)  # not a constant
+    antisym = np.array([False, True, False])
+    keys = np.array([[0, 0, 0], [0, 0, 1], [0, 0, 2]])
+    for lo, width in ((radius + 1, 10), (0, 40), (30, 10)):
+        outputs = []
+        for table in (taps, padded):
+            out = tuple(np.empty((3, 9, width), np.float32) for _ in keys)
+            _separable_bank(img, (identity, identity, table), (antisym[:1], antisym[:1], antisym), keys,
+                            np.array([0, 0, lo]), out + (np.empty((0, 0, 0), np.float32),) * (_MAX_OUTPUTS - len(keys)))
+            outputs.append(out)
+        for by_output, by_tap in zip(*outputs):
+            np.testing.assert_array_equal(by_output, by_tap)
 
 
 @pytest.mark.parametrize("z_size, z_region", [(29, (3, 27)), (21, (0, 21)), (40, (17, 40)), (9, (2, 9))])
