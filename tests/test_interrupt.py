@@ -71,8 +71,8 @@ def test_sigterm_removes_the_unfinished_hdf5_file_and_a_rerun_writes_it(volume, 
     command = [sys.executable, "-m", "hpc_ilastik", *ARGS, "--threads=2", "--output_format=hdf5",
                f"--output_filename_format={out}", volume]
     process = _start(command)
-    _wait_for(lambda: glob.glob(f"{out}.tmp-*"), process)
-    time.sleep(1.0)  # some blocks into the temporary file
+    # some blocks into the temporary file (a block's chunks are 256 KB), hundreds of blocks still to go
+    _wait_for(lambda: any(os.path.getsize(p) > 1 << 20 for p in glob.glob(f"{out}.tmp-*")), process)
     os.killpg(process.pid, signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM

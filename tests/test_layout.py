@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "hpc_ilastik"
 
 # Lowest first. A module may import its own subpackage and anything on a lower level, nothing else.
 LEVELS = [
-    {"hpc_ilastik", "errors", "synthetic"},
+    {"hpc_ilastik", "errors", "libm", "synthetic"},
     {"io", "run"},
     {"forest"},
     {"pixel"},

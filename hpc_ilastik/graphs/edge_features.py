@@ -32,8 +32,6 @@ accumulated whole, in raster order, as vigra does.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -42,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from hpc_ilastik import libm
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.graphs.rag import RegionAdjacencyGraph, region_adjacency_graph
 from hpc_ilastik.objects import accumulators
@@ -368,31 +367,6 @@ def merge_superpixel_tables(parts: Sequence[SuperpixelTable]) -> SuperpixelTable
     return SuperpixelTable(ids[order], columns)
 
 
-def _c_powf():
-    """The C library's powf, the function ilastikrag's numpy calls for a float32 power on CPUs without AVX-512."""
-    library = ctypes.CDLL(ctypes.util.find_library("m") or ctypes.util.find_library("c"))
-    powf = library.powf
-    powf.restype, powf.argtypes = ctypes.c_float, [ctypes.c_float, ctypes.c_float]
-    return powf
-
-
-_C_POWF = _c_powf()
-
-
-@njit(nogil=True)  # not cached: it calls the C library at an address of this process
-def _powf_each(x, exponent, out):
-    for i in range(x.shape[0]):
-        out[i] = _C_POWF(x[i], exponent)
-
-
-def _powf(x: np.ndarray, exponent: np.float32) -> np.ndarray:
-    """float32 x ** exponent by the C library's powf, value by value: numpy's own float32 power is, on CPUs with
-    AVX-512, a vectorised approximation that differs from powf in the last place for a quarter of the values."""
-    out = np.empty(x.shape, np.float32)
-    _powf_each(np.ascontiguousarray(x, dtype=np.float32).reshape(-1), np.float32(exponent), out.reshape(-1))
-    return out
-
-
 def superpixel_edge_features(edges: np.ndarray, table: SuperpixelTable, names: Sequence[str],
                              ndim: int) -> np.ndarray:
     """(E, 2·len(names)) float32: `_sum` and `_difference` of each feature over the edge's two superpixels."""
@@ -407,7 +381,7 @@ def superpixel_edge_features(edges: np.ndarray, table: SuperpixelTable, names: S
         a, b = table.columns[name][rows[0]], table.columns[name][rows[1]]
         total, difference = a + b, np.abs(a - b)
         if name.endswith("_count") or name.endswith("_sum"):
-            total, difference = _powf(total, root), _powf(difference, root)
+            total, difference = libm.powf(total, root), libm.powf(difference, root)
         columns += [total, difference]
     return np.stack(columns, axis=1) if columns else np.zeros((len(edges), 0), np.float32)
 

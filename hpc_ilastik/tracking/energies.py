@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from hpc_ilastik import libm
 from hpc_ilastik.tracking.hypotheses import HypothesesGraph, TrackletGraph
 
 NEG_LOG_FLOOR = 0.0000000001  # jsongraph.negLog clamps probabilities below this
@@ -30,7 +31,7 @@ def neg_log(p: np.ndarray) -> np.ndarray:
     """hytra's `negLog`: -ln(max(p, 1e-10)), elementwise."""
     p = np.array(p, dtype=np.float64)
     p[p < NEG_LOG_FLOOR] = NEG_LOG_FLOOR
-    return np.log(p) * -1.0
+    return libm.log(p) * -1.0
 
 
 @njit(cache=True, nogil=True)
@@ -94,7 +95,7 @@ def transition_probability(center_a: np.ndarray, center_b: np.ndarray,
                            transition_parameter: float = TRANSITION_PARAMETER) -> np.ndarray:
     """`getTransitionFeaturesDist`'s p = exp(-‖a - b‖ / transitionParameter), rowwise over x, y, z."""
     dist = np.linalg.norm(np.asarray(center_a) - np.asarray(center_b), axis=-1)
-    return np.exp(-dist / transition_parameter)
+    return libm.exp(-dist / transition_parameter)
 
 
 def transition_features(p: np.ndarray, max_obj: int) -> np.ndarray:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hpc_ilastik import libm
 from hpc_ilastik.errors import UserError
 from hpc_ilastik.tracking.energies import neg_log
 from hpc_ilastik.tracking.lineage import TrackGraph
@@ -227,7 +228,7 @@ def resolve_mergers(tracks: TrackGraph, coordinates: dict[int, np.ndarray], max_
     edges = resolved.edges()
     pairs = np.array([(index[a], index[b]) for a, b in edges], dtype=np.int64).reshape(-1, 2)
     dist = np.array([np.linalg.norm(centers[b] - centers[a]) for a, b in edges])
-    p = np.exp(-dist / transition_parameter)
+    p = libm.exp(-dist / transition_parameter)
     link_cost = neg_log(p) - neg_log(1.0 - p)
     sources = np.array([i for i, node in enumerate(nodes) if not resolved.pred[node]], dtype=np.int64)
     sinks = np.array([i for i, node in enumerate(nodes) if not resolved.succ[node]], dtype=np.int64)
