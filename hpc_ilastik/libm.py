@@ -11,12 +11,12 @@ from numba import njit
 
 
 def exp(x: np.ndarray) -> np.ndarray:
-    """float64 e**x by the C library's exp."""
+    """float64 e**x by the C library's exp, for x up to 709 (beyond, e**x overflows and math.exp raises)."""
     return _each(math.exp, x)
 
 
 def log(x: np.ndarray) -> np.ndarray:
-    """float64 ln x by the C library's log."""
+    """float64 ln x by the C library's log, for x > 0 or NaN (math.log raises for the rest)."""
     return _each(math.log, x)
 
 
