@@ -22,7 +22,7 @@ def log(x: np.ndarray) -> np.ndarray:
 
 def _each(function, x: np.ndarray) -> np.ndarray:
     values = np.asarray(x, dtype=np.float64)
-    return np.frompyfunc(function, 1, 1)(values).astype(np.float64).reshape(values.shape)
+    return np.asarray(np.frompyfunc(function, 1, 1)(values), dtype=np.float64).reshape(values.shape)
 
 
 def _c_powf():

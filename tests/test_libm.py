@@ -17,6 +17,7 @@ def test_exp_and_log_are_the_c_librarys_value_by_value():
     p = np.exp(x)
     assert [float(v) for v in libm.log(p).ravel()] == [math.log(v) for v in p.ravel()]
     assert np.isnan(libm.log(np.array([np.nan]))[0]) and libm.exp(np.array([-1e4]))[0] == 0.0
+    assert libm.log(np.float64(2.0)) == math.log(2.0) and libm.exp(np.zeros((0, 3))).shape == (0, 3)
 
 
 def test_powf_is_the_c_librarys_float32_power():
