@@ -26,9 +26,12 @@ def _each(function, x: np.ndarray) -> np.ndarray:
 
 
 def _c_powf():
-    """The C library's powf."""
-    library = ctypes.CDLL(ctypes.util.find_library("m") or ctypes.util.find_library("c"))
-    powf = library.powf
+    """The C library's powf; None where no C library with one can be loaded."""
+    try:
+        library = ctypes.CDLL(ctypes.util.find_library("m") or ctypes.util.find_library("c"))
+        powf = library.powf
+    except (OSError, TypeError, AttributeError):
+        return None
     powf.restype, powf.argtypes = ctypes.c_float, [ctypes.c_float, ctypes.c_float]
     return powf
 
@@ -43,7 +46,9 @@ def _powf_each(x, exponent, out):
 
 
 def powf(x: np.ndarray, exponent: float) -> np.ndarray:
-    """float32 x ** exponent by the C library's powf."""
+    """float32 x ** exponent by the C library's powf (numpy's power where there is none to load)."""
+    if _C_POWF is None:
+        return np.power(np.asarray(x, dtype=np.float32), np.float32(exponent))
     out = np.empty(np.shape(x), np.float32)
     _powf_each(np.ascontiguousarray(x, dtype=np.float32).reshape(-1), np.float32(exponent), out.reshape(-1))
     return out
