@@ -1,10 +1,11 @@
 """Where a block's feature time goes, per scale and per feature: the profile behind issue 21's feature bank.
 
-    python bench/features.py                     # workload A's project on a 96³ block of big_256.h5 (~30 s)
+    python bench/features.py                     # workload A's project on a block of big_256.h5 (~30 s)
     python bench/features.py --project P.ilp --input img.h5/data --block 128 --rounds 7
     python bench/features.py --quick             # a 32³ block, 1 round (the CI smoke run)
 
-One block of the input (the default block shape of a one-process run, 96³, at the image's centre) with the halo
+One block of the input (the engine's block for this selection, as a one-process run computes it: 64³ where the
+features' halo is at most 24, as A's, else 96³; at the image's centre) with the halo
 the project's whole selection needs, features computed as `hpc-ilastik --headless` computes them (crop = the
 block): the whole selection, then each scale's presmoothing alone, then each selected (feature, scale) alone
 (its presmoothing included; its own time is that minus the presmoothing and Gaussian Smoothing of its scale,
@@ -34,6 +35,7 @@ from hpc_ilastik.io.inputs import open_input  # noqa: E402
 from hpc_ilastik.pixel.features import FEATURE_NAMES, FeatureSelection, compute_features, plan_features  # noqa: E402
 from hpc_ilastik.project.reader import open_project  # noqa: E402
 from hpc_ilastik.run.process import keep_freed_memory  # noqa: E402
+from hpc_ilastik.workflows.blockwise import tile_shape_for  # noqa: E402
 
 SHARED = Path(os.environ.get("HPC_ILASTIK_SHARED", BENCH.parent.parent / "shared"))
 WORKLOAD_A = SHARED / "fixtures" / "bench"
@@ -97,16 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--project", default=str(WORKLOAD_A / "pixel_class.ilp"))
     parser.add_argument("--input", default=str(WORKLOAD_A / "big_256.h5/data"))
-    parser.add_argument("--block", type=int, default=96, help="block side (default 96, the engine's)")
+    parser.add_argument("--block", type=int, help="block side (default: the engine's for this selection)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="a 32³ block, one round")
     args = parser.parse_args(argv)
-    side, rounds = (32, 1) if args.quick else (args.block, args.rounds)
+    rounds = 1 if args.quick else args.rounds
     keep_freed_memory()
     selection = open_project(args.project).stages[0].features
     source = open_input(args.input)
     t, z, y, x, c = source.shape_tzyxc
     plan = plan_features(selection, (z, y, x), c)
+    side = 32 if args.quick else args.block or tile_shape_for((t, z, y, x, c), plan.halo)[1]
     extent = [min(side, n) for n in (z, y, x)]
     starts = [max(0, (n - e) // 2 - h) for n, e, h in zip((z, y, x), extent, plan.halo)]
     stops = [min(n, s + e + 2 * h) for n, s, e, h in zip((z, y, x), starts, extent, plan.halo)]
