@@ -169,22 +169,25 @@ def _settled_count(out: str) -> int:
 
 
 def test_killed_run_resumes_to_identical_output(volume_h5, serial, tmp_path):
+    # 512 blocks of 8³: the kill lands mid-run (27 blocks of 24³ take less than the 50 ms between two looks)
     out = str(tmp_path / "resume.n5")
-    command = MPIEXEC + ["-n", "2", sys.executable, "-m", "hpc_ilastik", *_args(volume_h5, out), "--distributed"]
+    args = [a if not a.startswith("--distributed_block_roi=") else "--distributed_block_roi=8"
+            for a in _args(volume_h5, out)]
+    command = MPIEXEC + ["-n", "2", sys.executable, "-m", "hpc_ilastik", *args, "--distributed"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
     while len(_chunk_files(out)) < 4 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
+        time.sleep(0.01)
     os.killpg(process.pid, signal.SIGKILL)
     _kill_session(process.pid)  # ranks the launcher put in other process groups
     process.wait()
     written = _settled_count(out)
-    assert 4 <= written < 27, f"kill came too late or too early ({written} chunks)"
+    assert 4 <= written < 512, f"kill came too late or too early ({written} chunks)"
     assert open_n5_dataset(out, "exported_data").attributes.get("complete") is not True
 
-    again = _mpi(2, volume_h5, out)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert f"{27 - written} blocks computed, {written} already done" in again.stderr
+    assert f"{512 - written} blocks computed, {written} already done" in again.stderr
     np.testing.assert_array_equal(_read(out), serial)
 
 
