@@ -110,7 +110,7 @@ def _x_rows(plane, rows, canon, first, r, n, half, antisym, by_output, out):
                         o[i] = _fma(hk, lo[i] + hi[i], o[i])
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+@njit(cache=True, nogil=True, error_model="numpy")
 def _line_pass(src, offsets, half, antisym, out):
     """out[t] = half[0]·src[offsets[0] + t] + sum_k half[k]·(src[offsets[-k] + t] ± src[offsets[+k] + t]) for
     the k = 1..r of offsets (2r+1 starts into the flat src), a chunk at a time: fastfilters' arithmetic along
@@ -130,10 +130,10 @@ def _line_pass(src, offsets, half, antisym, out):
             b = src[offsets[r + k] + c0:offsets[r + k] + c0 + c]
             if antisym:
                 for t in range(c):
-                    o[t] += hk * (a[t] - b[t])
+                    o[t] = _fma(hk, a[t] - b[t], o[t])
             else:
                 for t in range(c):
-                    o[t] += hk * (a[t] + b[t])
+                    o[t] = _fma(hk, a[t] + b[t], o[t])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
