@@ -50,6 +50,17 @@ def _fma(typingctx, a, b, c):
     return types.float32(types.float32, types.float32, types.float32), codegen
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _add_tap_pair(out, h, lo, hi, antisym):
+    """out += h·(lo ± hi), one fused multiply-add per value: fastfilters' step for a pair of taps."""
+    if antisym:
+        for i in range(out.shape[0]):
+            out[i] = _fma(h, lo[i] - hi[i], out[i])
+    else:
+        for i in range(out.shape[0]):
+            out[i] = _fma(h, lo[i] + hi[i], out[i])
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _x_pass(plane, rows, canon, first, r, n, half, antisym, out):
     """The x pass of one source plane: out[p·n:(p + 1)·n][i] = sum_k half[k]·(x[r+i-k] ± x[r+i+k]) for the line
@@ -99,15 +110,8 @@ def _x_rows(plane, rows, canon, first, r, n, half, antisym, by_output, out):
             for i in range(n):
                 o[i] = h0 * line[i + r]
             for k in range(1, r + 1):
-                hk = half[k]
-                lo = line[r - k:r - k + n]  # slices: indexed by i alone, the loops need no check of the sign
-                hi = line[r + k:r + k + n]
-                if antisym:
-                    for i in range(n):
-                        o[i] = _fma(hk, lo[i] - hi[i], o[i])
-                else:
-                    for i in range(n):
-                        o[i] = _fma(hk, lo[i] + hi[i], o[i])
+                # slices: indexed by the output's position alone, the loop needs no check of the sign
+                _add_tap_pair(o, half[k], line[r - k:r - k + n], line[r + k:r + k + n], antisym)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -125,15 +129,8 @@ def _line_pass(src, offsets, half, antisym, out):
         for t in range(c):
             o[t] = h0 * centre[t]
         for k in range(1, r + 1):
-            hk = half[k]
-            a = src[offsets[r - k] + c0:offsets[r - k] + c0 + c]
-            b = src[offsets[r + k] + c0:offsets[r + k] + c0 + c]
-            if antisym:
-                for t in range(c):
-                    o[t] = _fma(hk, a[t] - b[t], o[t])
-            else:
-                for t in range(c):
-                    o[t] = _fma(hk, a[t] + b[t], o[t])
+            _add_tap_pair(o, half[k], src[offsets[r - k] + c0:offsets[r - k] + c0 + c],
+                          src[offsets[r + k] + c0:offsets[r + k] + c0 + c], antisym)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
